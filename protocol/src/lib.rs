@@ -1,0 +1,31 @@
+//! The wire protocol between skiff on the host and guest-init in the VM: the only code both sides
+//! link.
+//!
+//! One byte stream (a vsock connection, or a Unix socket when guest-init runs natively) carries
+//! length-prefixed frames: `u32` little-endian length of what follows, a one-byte tag, then the
+//! payload. Control messages are JSON; stdio and layer data are raw bytes. Every frame is bounded
+//! by [`MAX_FRAME`], and decoding bad bytes returns an error, never panics.
+//!
+//! A session: the guest connects and sends [`Message::Hello`]; the host checks the version and
+//! answers [`Message::Run`]; for each layer in the spec the host streams [`Message::LayerData`]
+//! chunks closed by [`Message::LayerEnd`]; the guest answers [`Message::Started`] (or
+//! [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
+//! signals as [`Message::Signal`], until the guest sends [`Message::Exit`].
+
+mod frame;
+mod spec;
+
+pub use frame::{read_message, write_message, Message, ProtocolError, Stream};
+pub use spec::{ExitStatus, FailureKind, LayerSpec, RunSpec};
+
+/// Protocol version; the host refuses a guest that speaks another one.
+pub const VERSION: u32 = 1;
+
+/// Largest frame (tag + payload) either side accepts.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// Largest chunk of stdio or layer bytes a sender puts in one frame.
+pub const MAX_CHUNK: usize = 256 << 10;
+
+/// The host-side vsock port guest-init connects to (CID 2) for its session.
+pub const SESSION_PORT: u32 = 1024;

@@ -1,0 +1,1 @@
+//! skiff's virtual machine monitor library.
