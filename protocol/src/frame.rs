@@ -235,6 +235,26 @@ pub fn write_message<W: Write + ?Sized>(w: &mut W, msg: &Message) -> Result<(), 
     Ok(())
 }
 
+/// Writes `Message::Data { stream, bytes }` straight from a borrowed buffer: the same frame as
+/// [`write_message`] gives, without copying the bytes into a message first (the stdio hot path).
+pub fn write_data<W: Write + ?Sized>(
+    w: &mut W,
+    stream: Stream,
+    bytes: &[u8],
+) -> Result<(), ProtocolError> {
+    let len = 2 + bytes.len();
+    if len > MAX_FRAME {
+        return Err(ProtocolError::TooLarge(len));
+    }
+    let mut header = [0u8; 6];
+    header[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    header[4] = TAG_DATA;
+    header[5] = stream.to_byte();
+    w.write_all(&header)?;
+    w.write_all(bytes)?;
+    Ok(())
+}
+
 /// Reads one message; `Ok(None)` when the peer closed the stream cleanly between frames.
 pub fn read_message<R: Read + ?Sized>(r: &mut R) -> Result<Option<Message>, ProtocolError> {
     let mut len = [0u8; 4];
@@ -317,6 +337,24 @@ mod tests {
             assert_eq!(read_message(&mut r).unwrap().as_ref(), Some(m));
         }
         assert!(read_message(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn borrowed_data_frames_match_encoded_messages() {
+        for bytes in [Vec::new(), b"abc".to_vec(), vec![7u8; 100_000]] {
+            let mut wire = Vec::new();
+            write_data(&mut wire, Stream::Stdout, &bytes).unwrap();
+            let msg = Message::Data {
+                stream: Stream::Stdout,
+                bytes,
+            };
+            assert_eq!(wire, msg.encode().unwrap());
+        }
+        let too_big = vec![0u8; MAX_FRAME];
+        assert!(matches!(
+            write_data(&mut Vec::new(), Stream::Stderr, &too_big),
+            Err(ProtocolError::TooLarge(_))
+        ));
     }
 
     #[test]

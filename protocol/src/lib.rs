@@ -15,7 +15,7 @@
 mod frame;
 mod spec;
 
-pub use frame::{read_message, write_message, Message, ProtocolError, Stream};
+pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
 pub use spec::{ExitStatus, FailureKind, LayerSpec, RunSpec};
 
 /// Protocol version; the host refuses a guest that speaks another one.
