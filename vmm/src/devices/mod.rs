@@ -1,0 +1,5 @@
+//! Emulated devices of skiff's VMM.
+pub mod i8042;
+pub mod mmio;
+pub mod serial;
+pub mod virtio;

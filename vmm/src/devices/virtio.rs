@@ -1,0 +1,116 @@
+//! The interface between the virtio-mmio transport and a virtio device model, and the
+//! interrupt a device raises through the transport.
+
+use std::os::unix::io::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// `VIRTIO_F_VERSION_1`: the only feature the transport itself requires.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+
+/// Interrupt status bit: a used ring was updated.
+pub const INT_USED_RING: u32 = 1;
+/// Interrupt status bit: the configuration space changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// A device's interrupt line: the status bits the driver reads and acks, and the irqfd
+/// that raises the line.
+pub struct VirtioInterrupt {
+    status: AtomicU32,
+    config_generation: AtomicU32,
+    irqfd: EventFd,
+}
+
+impl VirtioInterrupt {
+    pub fn new(irqfd: EventFd) -> Self {
+        VirtioInterrupt {
+            status: AtomicU32::new(0),
+            config_generation: AtomicU32::new(0),
+            irqfd,
+        }
+    }
+
+    fn raise(&self, bit: u32) {
+        self.status.fetch_or(bit, Ordering::SeqCst);
+        if let Err(e) = self.irqfd.write(1) {
+            tracing::warn!("cannot raise virtio interrupt: {e}");
+        }
+    }
+
+    /// Tells the driver that a used ring has new entries.
+    pub fn signal_used_queue(&self) {
+        self.raise(INT_USED_RING);
+    }
+
+    /// Tells the driver that the configuration space (or the device status) changed; a new
+    /// configuration generation lets it notice a torn read.
+    pub fn signal_config_change(&self) {
+        self.config_generation.fetch_add(1, Ordering::SeqCst);
+        self.raise(INT_CONFIG);
+    }
+
+    /// The configuration generation the driver reads around config space accesses.
+    pub fn config_generation(&self) -> u32 {
+        self.config_generation.load(Ordering::SeqCst)
+    }
+
+    /// The pending status bits.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// Clears the bits the driver acknowledged.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// Clears every bit (device reset).
+    pub fn clear(&self) {
+        self.status.store(0, Ordering::SeqCst);
+    }
+
+    /// The eventfd behind the line, to register as an irqfd.
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+}
+
+/// Why a device could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("virtio device activation failed: {0}")]
+pub struct ActivateError(pub String);
+
+/// A virtio device model behind the virtio-mmio transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device id (e.g. 19 for vsock).
+    fn device_type(&self) -> u32;
+    /// The maximum size of each of the device's queues; its length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The feature bits the device offers (the transport adds `VIRTIO_F_VERSION_1`).
+    fn features(&self) -> u64;
+    /// Reads the device-specific configuration space at `offset`; bytes beyond it read as 0.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Starts the device with the driver-accepted `features` and its ready queues.
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        features: u64,
+        queues: Vec<Queue>,
+        interrupt: Arc<VirtioInterrupt>,
+    ) -> Result<(), ActivateError>;
+    /// The driver notified queue `index` (after activation).
+    fn queue_notify(&mut self, index: u16);
+    /// A file descriptor the event loop polls for readability once the device is active;
+    /// `backend_ready` runs when it fires.
+    fn backend_fd(&self) -> Option<RawFd> {
+        None
+    }
+    /// The backend file descriptor is ready.
+    fn backend_ready(&mut self) {}
+    /// The driver reset the device: drop the queues and every connection.
+    fn reset(&mut self);
+}
