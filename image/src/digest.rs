@@ -1,0 +1,130 @@
+//! Content digests (`sha256:<hex>`), the blob paths they name, and streaming verification.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// A validated `sha256:` digest: 64 lowercase hex digits, so it is safe to use as a file name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Digest(String);
+
+/// The algorithm prefix of every digest skiff accepts.
+const SHA256: &str = "sha256:";
+
+impl Digest {
+    /// Validates `s` as a sha256 digest; `None` for anything else (other algorithms, upper case,
+    /// wrong length, path characters).
+    pub fn parse(s: &str) -> Option<Digest> {
+        let hex = s.strip_prefix(SHA256)?;
+        let valid = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        valid.then(|| Digest(s.to_owned()))
+    }
+
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(format!("{SHA256}{}", hex::encode(Sha256::digest(bytes))))
+    }
+
+    /// The hex part, without the algorithm.
+    pub fn hex(&self) -> &str {
+        &self.0[SHA256.len()..]
+    }
+
+    /// `sha256:<hex>`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Where an OCI image layout rooted at `layout` keeps this blob.
+    pub fn blob_path(&self, layout: &Path) -> PathBuf {
+        layout.join("blobs").join("sha256").join(self.hex())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What reading a file through [`hash_reader`] found.
+pub struct Hashed {
+    pub digest: Digest,
+    /// Bytes read; stops one past `limit` so an overlong file is noticed without reading it all.
+    pub len: u64,
+}
+
+/// Hashes at most `limit + 1` bytes of `reader` in fixed-size chunks.
+pub fn hash_reader(reader: impl Read, limit: u64) -> io::Result<Hashed> {
+    let mut reader = reader.take(limit.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    Ok(Hashed {
+        digest: Digest(format!("{SHA256}{}", hex::encode(hasher.finalize()))),
+        len,
+    })
+}
+
+/// Hashes the file at `path` (see [`hash_reader`]).
+pub fn hash_file(path: &Path, limit: u64) -> io::Result<Hashed> {
+    hash_reader(File::open(path)?, limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: &str = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    #[test]
+    fn digest_of_bytes_and_reader_agree() {
+        assert_eq!(Digest::of(b"hello").as_str(), HELLO);
+        let h = hash_reader(&b"hello"[..], 5).unwrap();
+        assert_eq!((h.digest.as_str(), h.len), (HELLO, 5));
+    }
+
+    #[test]
+    fn reader_stops_one_past_the_limit() {
+        let h = hash_reader(&[7u8; 100][..], 10).unwrap();
+        assert_eq!(h.len, 11);
+    }
+
+    #[test]
+    fn hostile_digest_strings_are_refused() {
+        let hex = &HELLO[7..];
+        for bad in [
+            "",
+            "sha256:",
+            "sha256:abc",
+            &format!("sha512:{hex}"),
+            &format!("SHA256:{hex}"),
+            &format!("sha256:{}", hex.to_uppercase()),
+            &format!("sha256:{hex}0"),
+            &format!("sha256:../../../../etc/passwd{}", &hex[20..]),
+            &format!("sha256:{}/{}", &hex[..31], &hex[32..]),
+            &format!("sha256:{}\0", &hex[..63]),
+            &format!(" sha256:{hex}"),
+        ] {
+            assert_eq!(Digest::parse(bad), None, "{bad:?} accepted");
+        }
+        let ok = Digest::parse(HELLO).unwrap();
+        assert_eq!(
+            ok.blob_path(Path::new("/l")),
+            Path::new("/l/blobs/sha256").join(hex)
+        );
+    }
+}

@@ -1,0 +1,52 @@
+//! What an opened image hands to `skiff run`: its runtime config and its verified layer blobs.
+
+use std::path::PathBuf;
+
+use tempfile::TempDir;
+
+pub use crate::spec::Compression;
+
+/// The parts of the image configuration that decide how the container's process starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `amd64`, … (empty when the config does not say).
+    pub architecture: String,
+    /// `linux`, … (empty when the config does not say).
+    pub os: String,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries, as the image lists them.
+    pub env: Vec<String>,
+    /// Empty when the image sets none.
+    pub working_dir: String,
+    /// `USER[:GROUP]`; empty when the image sets none.
+    pub user: String,
+}
+
+/// One layer blob, already checked against its digest and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The layer's media type as the manifest gives it.
+    pub media_type: String,
+    pub compression: Compression,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    pub size: u64,
+    /// The blob file; valid as long as the [`ResolvedImage`] lives.
+    pub path: PathBuf,
+}
+
+/// An image ready to run: config plus layers, bottom layer first.
+#[derive(Debug)]
+pub struct ResolvedImage {
+    /// The image argument it was opened from, for messages.
+    pub reference: String,
+    /// Digest of the image manifest (after platform selection).
+    pub manifest_digest: String,
+    /// Digest of the image configuration blob (the image ID in docker's terms).
+    pub config_digest: String,
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    /// The unpacked oci-archive the layer paths point into, removed when the image is dropped.
+    pub(crate) _keep: Option<TempDir>,
+}
