@@ -36,6 +36,9 @@ pub fn unpack(archive: &Path) -> Result<TempDir> {
     let mut tar = tar::Archive::new(file);
     let entries = tar.entries().map_err(|e| corrupt(archive, e.to_string()))?;
     let mut files = 0usize;
+    // the first entry refused for its type; the scan goes on to tell a docker-archive apart
+    let mut refused: Option<ImageError> = None;
+    let (mut oci_layout, mut docker_manifest) = (false, false);
     for entry in entries {
         let mut entry = entry.map_err(|e| corrupt(archive, e.to_string()))?;
         let raw_path = entry
@@ -49,6 +52,11 @@ pub fn unpack(archive: &Path) -> Result<TempDir> {
             ));
         };
         let kind = entry.header().entry_type();
+        oci_layout |= rel == Path::new("oci-layout");
+        docker_manifest |= rel == Path::new("manifest.json");
+        if refused.is_some() {
+            continue;
+        }
         match kind {
             EntryType::Directory => {
                 fs::create_dir_all(dir.path().join(&rel))
@@ -75,14 +83,22 @@ pub fn unpack(archive: &Path) -> Result<TempDir> {
                 files += 1;
             }
             EntryType::XGlobalHeader | EntryType::XHeader => {}
-            other => return Err(corrupt(
-                archive,
-                format!(
+            other => {
+                refused = Some(corrupt(
+                    archive,
+                    format!(
                     "entry {} is a {other:?}: an oci-archive may only hold files and directories",
                     rel.display()
                 ),
-            )),
+                ))
+            }
         }
+    }
+    if docker_manifest && !oci_layout {
+        return Err(ImageError::DockerArchive(archive.to_owned()));
+    }
+    if let Some(err) = refused {
+        return Err(err);
     }
     if files == 0 {
         return Err(corrupt(archive, "it holds no files".into()));

@@ -94,6 +94,8 @@ pub enum ImageError {
     TooDeep { image: String, limit: usize },
     #[error("oci-archive {path} is corrupt: {reason}")]
     CorruptArchive { path: PathBuf, reason: String },
+    #[error("{0} is a docker-archive, not an oci-archive; convert it with `skopeo copy docker-archive:{0} oci-archive:NEW.tar`")]
+    DockerArchive(PathBuf),
     #[error("cannot unpack oci-archive {path} into {dir}: {source}")]
     Unpack {
         path: PathBuf,

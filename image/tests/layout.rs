@@ -10,7 +10,11 @@ use skiff_image::{open, Compression, ImageError};
 fn busybox_like(layout: &TestLayout) -> serde_json::Value {
     layout.image(
         json!({"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/w", "User": "app"}),
-        &[(TAR_GZIP, b"layer one"), (TAR, b"layer two"), (TAR_ZSTD, b"layer three")],
+        &[
+            (TAR_GZIP, b"layer one"),
+            (TAR, b"layer two"),
+            (TAR_ZSTD, b"layer three"),
+        ],
     )
 }
 
@@ -24,10 +28,19 @@ fn opens_a_tagged_image_with_config_and_verified_layers() {
     assert_eq!(img.config.cmd, ["/bin/sh"]);
     assert!(img.config.entrypoint.is_empty());
     assert_eq!(img.config.env, ["PATH=/bin"]);
-    assert_eq!((img.config.working_dir.as_str(), img.config.user.as_str()), ("/w", "app"));
-    assert_eq!((img.config.os.as_str(), img.config.architecture.as_str()), ("linux", "amd64"));
+    assert_eq!(
+        (img.config.working_dir.as_str(), img.config.user.as_str()),
+        ("/w", "app")
+    );
+    assert_eq!(
+        (img.config.os.as_str(), img.config.architecture.as_str()),
+        ("linux", "amd64")
+    );
     let compressions: Vec<Compression> = img.layers.iter().map(|l| l.compression).collect();
-    assert_eq!(compressions, [Compression::Gzip, Compression::None, Compression::Zstd]);
+    assert_eq!(
+        compressions,
+        [Compression::Gzip, Compression::None, Compression::Zstd]
+    );
     assert_eq!(std::fs::read(&img.layers[1].path).unwrap(), b"layer two");
     assert_eq!(img.layers[1].size, 9);
     assert_eq!(img.layers[0].media_type, TAR_GZIP);
@@ -53,7 +66,10 @@ fn several_images_without_latest_need_a_tag() {
     l.tag(&l.image(json!({"Cmd": ["a"]}), &[]), "a");
     l.tag(&l.image(json!({"Cmd": ["b"]}), &[]), "b");
     let err = open(&format!("oci:{}", l.path().display())).unwrap_err();
-    assert!(matches!(err, ImageError::Ambiguous { count: 2, .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::Ambiguous { count: 2, .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("tags: a, b"), "{err}");
 }
 
@@ -79,10 +95,17 @@ fn selects_by_digest() {
     let b = l.image(json!({"Cmd": ["b"]}), &[]);
     l.tag(&a, "a");
     l.tag(&b, "b");
-    let r = format!("oci:{}@{}", l.path().display(), b["digest"].as_str().unwrap());
+    let r = format!(
+        "oci:{}@{}",
+        l.path().display(),
+        b["digest"].as_str().unwrap()
+    );
     assert_eq!(open(&r).unwrap().config.cmd, ["b"]);
     let absent = format!("oci:{}@sha256:{}", l.path().display(), "0".repeat(64));
-    assert!(matches!(open(&absent).unwrap_err(), ImageError::DigestNotFound { .. }));
+    assert!(matches!(
+        open(&absent).unwrap_err(),
+        ImageError::DigestNotFound { .. }
+    ));
 }
 
 #[test]
@@ -112,7 +135,10 @@ fn an_index_without_amd64_lists_its_platforms() {
     l.tag(&l.index(&[(&m, "arm64"), (&m, "s390x")]), "x");
     let err = open(&l.reference("x")).unwrap_err();
     assert!(matches!(err, ImageError::NoPlatform { .. }), "{err}");
-    assert!(err.to_string().contains("linux/arm64, linux/s390x"), "{err}");
+    assert!(
+        err.to_string().contains("linux/arm64, linux/s390x"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -132,13 +158,19 @@ fn indexes_nested_too_deep_are_refused() {
         desc = l.index(&[(&desc, "amd64")]);
     }
     l.tag(&desc, "deep");
-    assert!(matches!(open(&l.reference("deep")).unwrap_err(), ImageError::TooDeep { .. }));
+    assert!(matches!(
+        open(&l.reference("deep")).unwrap_err(),
+        ImageError::TooDeep { .. }
+    ));
 }
 
 #[test]
 fn docker_schema2_media_types() {
     let l = TestLayout::new();
-    let layer = l.blob("application/vnd.docker.image.rootfs.diff.tar.gzip", b"docker layer");
+    let layer = l.blob(
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        b"docker layer",
+    );
     let config = l.json_blob(
         "application/vnd.docker.container.image.v1+json",
         &json!({"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/e"], "Cmd": null, "Env": null}}),
@@ -151,7 +183,10 @@ fn docker_schema2_media_types() {
     let list_type = "application/vnd.docker.distribution.manifest.list.v2+json";
     let mut entry = m.clone();
     entry["platform"] = json!({"architecture": "amd64", "os": "linux"});
-    let list = l.json_blob(list_type, &json!({"schemaVersion": 2, "mediaType": list_type, "manifests": [entry]}));
+    let list = l.json_blob(
+        list_type,
+        &json!({"schemaVersion": 2, "mediaType": list_type, "manifests": [entry]}),
+    );
     l.tag(&list, "docker");
     let img = open(&l.reference("docker")).unwrap();
     assert_eq!(img.config.entrypoint, ["/e"]);
@@ -162,8 +197,14 @@ fn docker_schema2_media_types() {
 #[test]
 fn unsupported_and_foreign_layers_are_refused() {
     for (media_type, foreign) in [
-        ("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip", true),
-        ("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip", true),
+        (
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            true,
+        ),
+        (
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+            true,
+        ),
         ("application/vnd.oci.image.layer.v1.tar+bzip2", false),
         ("application/vnd.cncf.helm.chart.content.v1.tar+gzip", false),
     ] {
@@ -172,7 +213,9 @@ fn unsupported_and_foreign_layers_are_refused() {
         let err = open(&l.reference("t")).unwrap_err();
         match err {
             ImageError::ForeignLayer { .. } => assert!(foreign, "{media_type}: {err}"),
-            ImageError::UnsupportedMediaType { what: "layer", .. } => assert!(!foreign, "{media_type}: {err}"),
+            ImageError::UnsupportedMediaType { what: "layer", .. } => {
+                assert!(!foreign, "{media_type}: {err}")
+            }
             other => panic!("{media_type}: {other}"),
         }
     }
@@ -184,7 +227,10 @@ fn a_non_image_config_is_refused() {
     let config = l.json_blob("application/vnd.cncf.helm.config.v1+json", &json!({}));
     l.tag(&l.manifest(config, vec![]), "chart");
     let err = open(&l.reference("chart")).unwrap_err();
-    assert!(matches!(err, ImageError::UnsupportedMediaType { what: "config", .. }), "{err}");
+    assert!(
+        matches!(err, ImageError::UnsupportedMediaType { what: "config", .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -196,7 +242,11 @@ fn a_corrupt_layer_is_detected() {
     std::fs::write(&path, b"evil bytes").unwrap(); // same size
     let err = open(&l.reference("t")).unwrap_err();
     assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-    assert!(err.to_string().ends_with("does not match its digest: the image is corrupt"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("does not match its digest: the image is corrupt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -206,7 +256,17 @@ fn a_layer_of_the_wrong_size_is_detected() {
     let path = open(&l.reference("t")).unwrap().layers[0].path.clone();
     std::fs::write(&path, b"good bytes and more").unwrap();
     let err = open(&l.reference("t")).unwrap_err();
-    assert!(matches!(err, ImageError::SizeMismatch { expected: 10, actual: 19, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ImageError::SizeMismatch {
+                expected: 10,
+                actual: 19,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -215,7 +275,10 @@ fn a_descriptor_with_the_wrong_size_is_detected() {
     let mut m = l.image(json!({}), &[]);
     m["size"] = json!(m["size"].as_u64().unwrap() - 1);
     l.tag(&m, "t");
-    assert!(matches!(open(&l.reference("t")).unwrap_err(), ImageError::SizeMismatch { .. }));
+    assert!(matches!(
+        open(&l.reference("t")).unwrap_err(),
+        ImageError::SizeMismatch { .. }
+    ));
 }
 
 #[test]
@@ -223,17 +286,24 @@ fn corrupt_manifest_and_config_are_detected() {
     let l = TestLayout::new();
     let m = l.image(json!({}), &[]);
     l.tag(&m, "t");
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(l.blob_path(&m)).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(l.blob_path(&m)).unwrap()).unwrap();
     let config_path = l.blob_path(&manifest["config"]);
     let mut bytes = std::fs::read(&config_path).unwrap();
     bytes[0] = b' ';
     std::fs::write(&config_path, &bytes).unwrap();
-    assert!(matches!(open(&l.reference("t")).unwrap_err(), ImageError::DigestMismatch { .. }));
+    assert!(matches!(
+        open(&l.reference("t")).unwrap_err(),
+        ImageError::DigestMismatch { .. }
+    ));
 
     let mut bytes = std::fs::read(l.blob_path(&m)).unwrap();
     bytes[0] = b' ';
     std::fs::write(l.blob_path(&m), &bytes).unwrap();
-    assert!(matches!(open(&l.reference("t")).unwrap_err(), ImageError::DigestMismatch { .. }));
+    assert!(matches!(
+        open(&l.reference("t")).unwrap_err(),
+        ImageError::DigestMismatch { .. }
+    ));
 }
 
 #[test]
@@ -251,7 +321,10 @@ fn a_missing_blob_is_reported() {
 fn hostile_digests_never_become_paths() {
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("secret"), "{}").unwrap();
-    let escape = format!("sha256:../../../../../../..{}/secret", outside.path().display());
+    let escape = format!(
+        "sha256:../../../../../../..{}/secret",
+        outside.path().display()
+    );
     for digest in [
         escape.as_str(),
         "sha256:/etc/passwd",
@@ -283,11 +356,17 @@ fn oversized_json_is_refused_before_reading() {
     big["size"] = json!(1u64 << 40);
     l.tag(&big, "t");
     let err = open(&l.reference("t")).unwrap_err();
-    assert!(matches!(err, ImageError::TooLarge { limit, .. } if limit == 4 << 20), "{err}");
+    assert!(
+        matches!(err, ImageError::TooLarge { limit, .. } if limit == 4 << 20),
+        "{err}"
+    );
 
     let l = TestLayout::new();
     std::fs::write(l.path().join("index.json"), vec![b' '; (4 << 20) + 1]).unwrap();
-    assert!(matches!(open(&l.reference("t")).unwrap_err(), ImageError::TooLarge { .. }));
+    assert!(matches!(
+        open(&l.reference("t")).unwrap_err(),
+        ImageError::TooLarge { .. }
+    ));
 }
 
 #[test]
@@ -306,7 +385,10 @@ fn layer_count_must_match_diff_ids() {
 #[test]
 fn not_a_layout() {
     let missing = open("oci:/nonexistent/skiff/image").unwrap_err();
-    assert_eq!(missing.to_string(), "image path /nonexistent/skiff/image does not exist");
+    assert_eq!(
+        missing.to_string(),
+        "image path /nonexistent/skiff/image does not exist"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let err = open(&format!("oci:{}", empty.path().display())).unwrap_err();
@@ -319,6 +401,13 @@ fn not_a_layout() {
     assert!(matches!(err, ImageError::Invalid { .. }), "{err}");
 
     let l = TestLayout::new();
-    std::fs::write(l.path().join("oci-layout"), br#"{"imageLayoutVersion":"2.0.0"}"#).unwrap();
-    assert!(matches!(open(&l.reference("t")).unwrap_err(), ImageError::NotALayout { .. }));
+    std::fs::write(
+        l.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"2.0.0"}"#,
+    )
+    .unwrap();
+    assert!(matches!(
+        open(&l.reference("t")).unwrap_err(),
+        ImageError::NotALayout { .. }
+    ));
 }

@@ -26,7 +26,11 @@ impl TestLayout {
     pub fn new() -> TestLayout {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
-        std::fs::write(dir.path().join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"1.0.0"}"#,
+        )
+        .unwrap();
         let layout = TestLayout { dir };
         layout.write_index(&[]);
         layout
@@ -55,8 +59,14 @@ impl TestLayout {
     /// An image with this runtime config (`config` object) and these layers; returns the
     /// manifest descriptor.
     pub fn image(&self, runtime: Value, layers: &[(&str, &[u8])]) -> Value {
-        let layers: Vec<Value> = layers.iter().map(|(mt, bytes)| self.blob(mt, bytes)).collect();
-        let diff_ids: Vec<String> = layers.iter().map(|l| l["digest"].as_str().unwrap().to_owned()).collect();
+        let layers: Vec<Value> = layers
+            .iter()
+            .map(|(mt, bytes)| self.blob(mt, bytes))
+            .collect();
+        let diff_ids: Vec<String> = layers
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_owned())
+            .collect();
         let config = json!({
             "architecture": "amd64", "os": "linux", "config": runtime,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
@@ -80,7 +90,10 @@ impl TestLayout {
                 d
             })
             .collect();
-        self.json_blob(OCI_INDEX, &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}))
+        self.json_blob(
+            OCI_INDEX,
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+        )
     }
 
     /// Adds `desc` to index.json under `tag`.
@@ -93,18 +106,26 @@ impl TestLayout {
     }
 
     pub fn entries(&self) -> Vec<Value> {
-        let index: Value = serde_json::from_slice(&std::fs::read(self.path().join("index.json")).unwrap()).unwrap();
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(self.path().join("index.json")).unwrap())
+                .unwrap();
         index["manifests"].as_array().unwrap().clone()
     }
 
     pub fn write_index(&self, entries: &[Value]) {
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
-        std::fs::write(self.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+        std::fs::write(
+            self.path().join("index.json"),
+            serde_json::to_vec(&index).unwrap(),
+        )
+        .unwrap();
     }
 
     pub fn blob_path(&self, desc: &Value) -> PathBuf {
         let digest = desc["digest"].as_str().unwrap();
-        self.path().join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
+        self.path()
+            .join("blobs/sha256")
+            .join(digest.strip_prefix("sha256:").unwrap())
     }
 }
 
@@ -121,5 +142,10 @@ pub fn test_images() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("build.sh printed no directory"))
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh printed no directory"),
+    )
 }
