@@ -1,0 +1,172 @@
+//! The entry point for running a Linux guest: [`VmConfig`] in, [`VmExit`] out, with errors the
+//! CLI reports in one line.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::boot::{self, BootError, KernelBoot};
+use crate::devices::console::{ConsoleWriter, PanicNote};
+use crate::hypervisor::kvm::KvmHypervisor;
+use crate::hypervisor::HypervisorError;
+use crate::stop::StopHandle;
+use crate::vm::{Machine, MachineConfig, MachineError, Start, VmExit};
+
+/// Where the guest's serial console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOutput {
+    /// The terminal (this process's stdout).
+    Stdout,
+    /// A log file, created or truncated.
+    File(PathBuf),
+    /// Discarded.
+    Sink,
+}
+
+/// Everything needed to boot one guest.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub vcpus: u8,
+    pub memory_mib: u64,
+    /// A `vmlinux` with a PVH entry note.
+    pub kernel: PathBuf,
+    pub initramfs: Option<PathBuf>,
+    /// The command line; `virtio_mmio.device=` entries are appended for each device.
+    pub cmdline: String,
+    pub serial: SerialOutput,
+    /// The guest's vsock CID and the host Unix socket path of its hybrid-vsock endpoint.
+    pub vsock: Option<(u64, PathBuf)>,
+}
+
+/// Errors starting a VM: each variant is one line for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("/dev/kvm does not exist: KVM is not available on this host")]
+    KvmMissing,
+    #[error(
+        "no permission to open /dev/kvm (owned by group `{group}`): add this user to that group"
+    )]
+    KvmPermission { group: String },
+    #[error("kernel {} does not exist", path.display())]
+    KernelMissing { path: PathBuf },
+    #[error("kernel {} is not an ELF vmlinux: {reason}", path.display())]
+    KernelNotElf { path: PathBuf, reason: String },
+    #[error("kernel {} has no PVH entry note (build it with CONFIG_PVH=y)", path.display())]
+    NoPvhNote { path: PathBuf },
+    #[error(
+        "{memory_mib} MiB of guest memory is too small for the kernel and initramfs \
+         (need at least {needed_mib} MiB)"
+    )]
+    MemoryTooSmall { memory_mib: u64, needed_mib: u64 },
+    #[error("cannot open console log {}: {source}", path.display())]
+    ConsoleLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("vsock device is not available in this build")]
+    VsockUnavailable,
+    #[error(transparent)]
+    Hypervisor(HypervisorError),
+    #[error(transparent)]
+    Boot(BootError),
+    #[error(transparent)]
+    Machine(MachineError),
+}
+
+impl From<HypervisorError> for VmmError {
+    fn from(e: HypervisorError) -> Self {
+        match e {
+            HypervisorError::DeviceMissing { .. } => VmmError::KvmMissing,
+            HypervisorError::PermissionDenied { group, .. } => VmmError::KvmPermission { group },
+            other => VmmError::Hypervisor(other),
+        }
+    }
+}
+
+impl From<BootError> for VmmError {
+    fn from(e: BootError) -> Self {
+        match e {
+            BootError::KernelMissing { path } => VmmError::KernelMissing { path },
+            BootError::NotElf { path, reason } => VmmError::KernelNotElf { path, reason },
+            BootError::NoPvhNote { path } => VmmError::NoPvhNote { path },
+            BootError::MemoryTooSmall {
+                memory_mib,
+                needed_mib,
+            } => VmmError::MemoryTooSmall {
+                memory_mib,
+                needed_mib,
+            },
+            other => VmmError::Boot(other),
+        }
+    }
+}
+
+impl From<MachineError> for VmmError {
+    fn from(e: MachineError) -> Self {
+        match e {
+            MachineError::Hypervisor(h) => h.into(),
+            other => VmmError::Machine(other),
+        }
+    }
+}
+
+fn console(output: &SerialOutput) -> Result<Box<dyn Write + Send>, VmmError> {
+    Ok(match output {
+        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        SerialOutput::File(path) => {
+            Box::new(File::create(path).map_err(|source| VmmError::ConsoleLog {
+                path: path.clone(),
+                source,
+            })?)
+        }
+        SerialOutput::Sink => Box::new(std::io::sink()),
+    })
+}
+
+/// Boots `config.kernel` and runs the guest until it ends or `stop` is used.
+///
+/// A guest reset is the normal end. A kernel panic seen on the console, a guest-reported
+/// crash or a hypervisor failure come back as [`VmExit::Error`] naming the cause and the
+/// console log.
+pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> {
+    let hypervisor = KvmHypervisor::new()?;
+    let mut machine = Machine::new(
+        &hypervisor,
+        MachineConfig {
+            vcpus: config.vcpus,
+            memory_mib: config.memory_mib,
+        },
+    )?;
+    let panic = PanicNote::default();
+    machine.add_serial(Box::new(ConsoleWriter::new(
+        console(&config.serial)?,
+        panic.clone(),
+    )))?;
+    machine.add_i8042()?;
+    if config.vsock.is_some() {
+        return Err(VmmError::VsockUnavailable);
+    }
+    let cmdline = config.cmdline.clone();
+    let state = boot::load_kernel(
+        machine.memory(),
+        &KernelBoot {
+            kernel: &config.kernel,
+            initramfs: config.initramfs.as_deref(),
+            cmdline: &cmdline,
+            vcpus: config.vcpus,
+        },
+    )?;
+    let exit = machine.run(Start::Bootstrap(state), stop)?;
+    let console_log = match &config.serial {
+        SerialOutput::File(path) => Some(path.clone()),
+        _ => None,
+    };
+    Ok(match (exit, panic.get()) {
+        (VmExit::Reset(_) | VmExit::Halted, Some(line)) => VmExit::Error {
+            cause: format!("guest kernel panic: {line}"),
+            console_log,
+        },
+        (VmExit::Error { cause, .. }, _) => VmExit::Error { cause, console_log },
+        (exit, _) => exit,
+    })
+}
