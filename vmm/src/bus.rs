@@ -37,7 +37,9 @@ pub struct Bus {
 impl Bus {
     /// Adds `device` at `[base, base + len)`.
     pub fn insert(&mut self, base: u64, len: u64, device: SharedDevice) -> Result<(), BusError> {
-        let end = base.checked_add(len).ok_or(BusError::Overlap { base, len })?;
+        let end = base
+            .checked_add(len)
+            .ok_or(BusError::Overlap { base, len })?;
         if len == 0 || self.ranges.iter().any(|(b, l, _)| base < b + l && *b < end) {
             return Err(BusError::Overlap { base, len });
         }
@@ -89,8 +91,10 @@ mod tests {
     #[test]
     fn dispatches_by_range_with_relative_offsets() {
         let mut bus = Bus::default();
-        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Register(0x10)))).unwrap();
-        bus.insert(0x60, 5, Arc::new(Mutex::new(Register(0x20)))).unwrap();
+        bus.insert(0x3f8, 8, Arc::new(Mutex::new(Register(0x10))))
+            .unwrap();
+        bus.insert(0x60, 5, Arc::new(Mutex::new(Register(0x20))))
+            .unwrap();
         let mut b = [0u8];
         assert!(bus.read(0x3fa, &mut b));
         assert_eq!(b[0], 0x12);
@@ -106,9 +110,16 @@ mod tests {
     #[test]
     fn overlapping_ranges_are_refused() {
         let mut bus = Bus::default();
-        bus.insert(0x100, 0x10, Arc::new(Mutex::new(Register(0)))).unwrap();
-        assert!(bus.insert(0x10f, 1, Arc::new(Mutex::new(Register(0)))).is_err());
-        assert!(bus.insert(0xf0, 0x11, Arc::new(Mutex::new(Register(0)))).is_err());
-        assert!(bus.insert(0x110, 1, Arc::new(Mutex::new(Register(0)))).is_ok());
+        bus.insert(0x100, 0x10, Arc::new(Mutex::new(Register(0))))
+            .unwrap();
+        assert!(bus
+            .insert(0x10f, 1, Arc::new(Mutex::new(Register(0))))
+            .is_err());
+        assert!(bus
+            .insert(0xf0, 0x11, Arc::new(Mutex::new(Register(0))))
+            .is_err());
+        assert!(bus
+            .insert(0x110, 1, Arc::new(Mutex::new(Register(0))))
+            .is_ok());
     }
 }

@@ -85,7 +85,10 @@ mod tests {
     fn large_guest_skips_the_mmio_gap() {
         let ranges = ram_ranges(4 << 30);
         assert_eq!(ranges[0], (GuestAddress(0), MMIO_GAP_START));
-        assert_eq!(ranges[1], (GuestAddress(MMIO_GAP_END), (4 << 30) - MMIO_GAP_START));
+        assert_eq!(
+            ranges[1],
+            (GuestAddress(MMIO_GAP_END), (4 << 30) - MMIO_GAP_START)
+        );
     }
 
     #[test]

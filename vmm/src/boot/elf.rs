@@ -23,7 +23,9 @@ impl std::fmt::Display for NotElf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             NotElf::TooShort => "file is shorter than an ELF header",
-            NotElf::BadMagic => "no ELF magic (a bzImage or compressed kernel? skiff needs vmlinux)",
+            NotElf::BadMagic => {
+                "no ELF magic (a bzImage or compressed kernel? skiff needs vmlinux)"
+            }
             NotElf::Not64BitLittleEndian => "not a 64-bit little-endian ELF",
             NotElf::BadProgramHeaders => "program headers are missing or malformed",
         })
@@ -92,7 +94,10 @@ mod tests {
     #[test]
     fn rejects_non_elf_and_short_files() {
         assert_eq!(image_end(&mut file_with(b"MZ")), Err(NotElf::TooShort));
-        assert_eq!(image_end(&mut file_with(&[0u8; 128])), Err(NotElf::BadMagic));
+        assert_eq!(
+            image_end(&mut file_with(&[0u8; 128])),
+            Err(NotElf::BadMagic)
+        );
     }
 
     #[test]

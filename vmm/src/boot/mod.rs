@@ -53,7 +53,12 @@ pub enum BootError {
     GuestWrite { what: &'static str },
 }
 
-fn write(mem: &GuestMemoryMmap, addr: u64, bytes: &[u8], what: &'static str) -> Result<(), BootError> {
+fn write(
+    mem: &GuestMemoryMmap,
+    addr: u64,
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<(), BootError> {
     mem.write_slice(bytes, GuestAddress(addr))
         .map_err(|_| BootError::GuestWrite { what })
 }
@@ -167,11 +172,16 @@ pub fn load_kernel(mem: &GuestMemoryMmap, boot: &KernelBoot) -> Result<BootState
         });
     }
 
-    let loaded = Elf::load(mem, None, &mut kernel, Some(GuestAddress(HIGH_MEMORY_START)))
-        .map_err(|e| BootError::Load {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+    let loaded = Elf::load(
+        mem,
+        None,
+        &mut kernel,
+        Some(GuestAddress(HIGH_MEMORY_START)),
+    )
+    .map_err(|e| BootError::Load {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     let entry = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => addr.0,
         _ => {
@@ -200,21 +210,36 @@ pub fn load_kernel(mem: &GuestMemoryMmap, boot: &KernelBoot) -> Result<BootState
                     path: p.to_path_buf(),
                     source: io::Error::other(e.to_string()),
                 })?;
-            write(mem, MODLIST_ADDR, &pvh::module_bytes(addr, *size), "PVH module list")?;
+            write(
+                mem,
+                MODLIST_ADDR,
+                &pvh::module_bytes(addr, *size),
+                "PVH module list",
+            )?;
             Some((GuestAddress(MODLIST_ADDR), addr, *size))
         }
         None => None,
     };
 
     let map = memory_map(mem_size);
-    write(mem, MEMMAP_ADDR, &pvh::memmap_bytes(&map), "e820 memory map")?;
+    write(
+        mem,
+        MEMMAP_ADDR,
+        &pvh::memmap_bytes(&map),
+        "e820 memory map",
+    )?;
     let info = StartInfo {
         cmdline: GuestAddress(CMDLINE_ADDR),
         memmap: GuestAddress(MEMMAP_ADDR),
         memmap_entries: map.len() as u32,
         initramfs: module,
     };
-    write(mem, START_INFO_ADDR, &pvh::start_info_bytes(&info), "PVH start info")?;
+    write(
+        mem,
+        START_INFO_ADDR,
+        &pvh::start_info_bytes(&info),
+        "PVH start info",
+    )?;
     write(
         mem,
         EBDA_START,
@@ -236,7 +261,11 @@ mod tests {
     #[test]
     fn memory_map_covers_the_requested_size() {
         let map = memory_map(256 << 20);
-        let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
+        let ram: u64 = map
+            .iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum();
         assert_eq!(ram, (256 << 20) - (HIGH_MEMORY_START - EBDA_START));
         let last = map.last().unwrap();
         assert_eq!(last.addr + last.size, 256 << 20);

@@ -55,10 +55,28 @@ pub fn build(addr: u32, vcpus: u8) -> Vec<u8> {
     entries.extend_from_slice(&IOAPIC_ADDR.to_le_bytes());
     for pin in 0..IOAPIC_PINS {
         // Polarity and trigger "conform to the bus": active high, edge, as ISA.
-        entries.extend_from_slice(&[ENTRY_IO_INTERRUPT, INT_TYPE_INT, 0, 0, 0, pin, ioapic_id, pin]);
+        entries.extend_from_slice(&[
+            ENTRY_IO_INTERRUPT,
+            INT_TYPE_INT,
+            0,
+            0,
+            0,
+            pin,
+            ioapic_id,
+            pin,
+        ]);
     }
     for (kind, lint) in [(INT_TYPE_EXTINT, 0), (INT_TYPE_NMI, 1)] {
-        entries.extend_from_slice(&[ENTRY_LOCAL_INTERRUPT, kind, 0, 0, 0, 0, ALL_LOCAL_APICS, lint]);
+        entries.extend_from_slice(&[
+            ENTRY_LOCAL_INTERRUPT,
+            kind,
+            0,
+            0,
+            0,
+            0,
+            ALL_LOCAL_APICS,
+            lint,
+        ]);
     }
     let entry_count = u16::from(vcpus) + 2 + u16::from(IOAPIC_PINS) + 2;
 

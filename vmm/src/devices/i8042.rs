@@ -21,7 +21,8 @@ impl BusDevice for I8042 {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Option<VmRequest> {
-        (offset == COMMAND_OFFSET && data.first() == Some(&CMD_RESET_CPU)).then_some(VmRequest::Reset)
+        (offset == COMMAND_OFFSET && data.first() == Some(&CMD_RESET_CPU))
+            .then_some(VmRequest::Reset)
     }
 }
 
@@ -32,7 +33,10 @@ mod tests {
     #[test]
     fn reset_command_requests_a_reset() {
         let mut kbd = I8042;
-        assert_eq!(kbd.write(COMMAND_OFFSET, &[CMD_RESET_CPU]), Some(VmRequest::Reset));
+        assert_eq!(
+            kbd.write(COMMAND_OFFSET, &[CMD_RESET_CPU]),
+            Some(VmRequest::Reset)
+        );
         assert_eq!(kbd.write(COMMAND_OFFSET, &[0xd1]), None);
         assert_eq!(kbd.write(0, &[CMD_RESET_CPU]), None);
         let mut status = [0xffu8];

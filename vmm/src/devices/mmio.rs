@@ -265,8 +265,12 @@ impl MmioTransport {
                     q.ready = value == 1;
                 }
             }
-            reg::QUEUE_DESC_LOW | reg::QUEUE_DESC_HIGH | reg::QUEUE_DRIVER_LOW
-            | reg::QUEUE_DRIVER_HIGH | reg::QUEUE_DEVICE_LOW | reg::QUEUE_DEVICE_HIGH
+            reg::QUEUE_DESC_LOW
+            | reg::QUEUE_DESC_HIGH
+            | reg::QUEUE_DRIVER_LOW
+            | reg::QUEUE_DRIVER_HIGH
+            | reg::QUEUE_DEVICE_LOW
+            | reg::QUEUE_DEVICE_HIGH
                 if configurable =>
             {
                 if let Some(q) = self.selected_queue() {

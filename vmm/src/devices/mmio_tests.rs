@@ -91,7 +91,11 @@ fn negotiate(t: &mut MmioTransport, features: u64) -> u32 {
     write(t, reg::DRIVER_FEATURES, features as u32);
     write(t, reg::DRIVER_FEATURES_SEL, 1);
     write(t, reg::DRIVER_FEATURES, (features >> 32) as u32);
-    write(t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    write(
+        t,
+        reg::STATUS,
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+    );
     read(t, reg::STATUS)
 }
 
@@ -110,7 +114,10 @@ fn setup_queue(t: &mut MmioTransport, sel: u32, size: u32) {
 }
 
 fn start(t: &mut MmioTransport) {
-    assert_ne!(negotiate(t, VIRTIO_F_VERSION_1 | FEATURE_A) & status::FEATURES_OK, 0);
+    assert_ne!(
+        negotiate(t, VIRTIO_F_VERSION_1 | FEATURE_A) & status::FEATURES_OK,
+        0
+    );
     setup_queue(t, 0, 64);
     setup_queue(t, 1, 128);
     let s = read(t, reg::STATUS);
@@ -133,9 +140,16 @@ fn identity_registers() {
 fn device_features_are_paged_by_select_and_include_version_1() {
     let (mut t, _) = transport();
     write(&mut t, reg::DEVICE_FEATURES_SEL, 0);
-    assert_eq!(read(&mut t, reg::DEVICE_FEATURES), (FEATURE_A | FEATURE_B) as u32);
+    assert_eq!(
+        read(&mut t, reg::DEVICE_FEATURES),
+        (FEATURE_A | FEATURE_B) as u32
+    );
     write(&mut t, reg::DEVICE_FEATURES_SEL, 1);
-    assert_eq!(read(&mut t, reg::DEVICE_FEATURES), 1, "VIRTIO_F_VERSION_1 is bit 32");
+    assert_eq!(
+        read(&mut t, reg::DEVICE_FEATURES),
+        1,
+        "VIRTIO_F_VERSION_1 is bit 32"
+    );
     write(&mut t, reg::DEVICE_FEATURES_SEL, 2);
     assert_eq!(read(&mut t, reg::DEVICE_FEATURES), 0);
 }
@@ -184,7 +198,10 @@ fn queue_setup_reaches_the_device_on_driver_ok() {
 
     start(&mut t);
     assert!(t.is_active());
-    assert_eq!(read(&mut t, reg::STATUS) & status::DRIVER_OK, status::DRIVER_OK);
+    assert_eq!(
+        read(&mut t, reg::STATUS) & status::DRIVER_OK,
+        status::DRIVER_OK
+    );
     let (_, queues) = record.lock().unwrap().activated.clone().unwrap();
     assert_eq!(
         queues,
@@ -206,7 +223,11 @@ fn invalid_queue_sizes_are_ignored() {
     let s = read(&mut t, reg::STATUS);
     write(&mut t, reg::STATUS, s | status::DRIVER_OK);
     let (_, queues) = record.lock().unwrap().activated.clone().unwrap();
-    assert_eq!((queues[0].0, queues[1].0), (256, 128), "sizes stay at the maximum");
+    assert_eq!(
+        (queues[0].0, queues[1].0),
+        (256, 128),
+        "sizes stay at the maximum"
+    );
 }
 
 #[test]
@@ -219,7 +240,11 @@ fn driver_ok_with_a_queue_not_ready_needs_reset() {
     assert!(!t.is_active());
     assert!(record.lock().unwrap().activated.is_none());
     assert_ne!(read(&mut t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
-    assert_eq!(read(&mut t, reg::INTERRUPT_STATUS) & 2, 2, "config change raised");
+    assert_eq!(
+        read(&mut t, reg::INTERRUPT_STATUS) & 2,
+        2,
+        "config change raised"
+    );
 }
 
 #[test]
@@ -260,7 +285,11 @@ fn config_space_and_generation() {
     t.read(reg::CONFIG, &mut wide);
     assert_eq!(wide, CONFIG);
     let g1 = read(&mut t, reg::CONFIG_GENERATION);
-    assert_eq!(read(&mut t, reg::CONFIG_GENERATION), g1, "stable while unchanged");
+    assert_eq!(
+        read(&mut t, reg::CONFIG_GENERATION),
+        g1,
+        "stable while unchanged"
+    );
     t.interrupt().signal_config_change();
     assert_ne!(read(&mut t, reg::CONFIG_GENERATION), g1);
     assert_eq!(read(&mut t, reg::INTERRUPT_STATUS), 2);

@@ -14,7 +14,9 @@ use vmm_sys_util::eventfd::EventFd;
 pub enum HypervisorError {
     #[error("{device} does not exist: KVM is not available on this host")]
     DeviceMissing { device: &'static str },
-    #[error("no permission to open {device} (owned by group `{group}`): add this user to that group")]
+    #[error(
+        "no permission to open {device} (owned by group `{group}`): add this user to that group"
+    )]
     PermissionDenied { device: &'static str, group: String },
     #[error("cannot open {device}: {source}")]
     Open {

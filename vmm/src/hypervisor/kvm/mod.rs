@@ -105,12 +105,12 @@ pub struct KvmVm {
 impl Vm for KvmVm {
     fn set_memory(&self, memory: &GuestMemoryMmap) -> Result<()> {
         for (slot, region) in memory.iter().enumerate() {
-            let host = memory
-                .get_host_address(region.start_addr())
-                .map_err(|_| HypervisorError::Call {
+            let host = memory.get_host_address(region.start_addr()).map_err(|_| {
+                HypervisorError::Call {
                     op: "KVM_SET_USER_MEMORY_REGION",
                     source: io::Error::from(io::ErrorKind::InvalidInput),
-                })?;
+                }
+            })?;
             let desc = kvm_userspace_memory_region {
                 slot: slot as u32,
                 flags: 0,
@@ -132,7 +132,9 @@ impl Vm for KvmVm {
     fn create_irqchip(&self) -> Result<()> {
         // No PIT: the guest kernel is a KVM guest (kvm-clock, `no_timer_check`), so it needs
         // neither the 8254 for calibration nor for the IOAPIC timer check.
-        self.fd.create_irq_chip().map_err(call_err("KVM_CREATE_IRQCHIP"))
+        self.fd
+            .create_irq_chip()
+            .map_err(call_err("KVM_CREATE_IRQCHIP"))
     }
 
     fn register_irqfd(&self, fd: &EventFd, gsi: u32) -> Result<()> {

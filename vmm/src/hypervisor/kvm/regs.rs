@@ -6,7 +6,6 @@ use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_segmen
 use crate::hypervisor::x86::{CODE_SELECTOR, DATA_SELECTOR, GDT};
 use crate::hypervisor::BootState;
 
-
 const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;
 const RFLAGS_RESERVED: u64 = 1 << 1;

@@ -2,8 +2,8 @@
 //! translated into the backend-free [`VcpuExit`].
 
 use kvm_bindings::{
-    kvm_mp_state, kvm_run, CpuId, Msrs, KVM_INTERNAL_ERROR_DELIVERY_EV, KVM_INTERNAL_ERROR_EMULATION,
-    KVM_INTERNAL_ERROR_SIMUL_EX, KVM_MP_STATE_RUNNABLE,
+    kvm_mp_state, kvm_run, CpuId, Msrs, KVM_INTERNAL_ERROR_DELIVERY_EV,
+    KVM_INTERNAL_ERROR_EMULATION, KVM_INTERNAL_ERROR_SIMUL_EX, KVM_MP_STATE_RUNNABLE,
     KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
 use kvm_ioctls::VcpuFd;
@@ -57,7 +57,6 @@ impl KvmVcpu {
             run_area,
         })
     }
-
 }
 
 /// Describes the internal error of the last exit.
