@@ -1,2 +1,45 @@
-//! PID 1 of the skiff guest.
-fn main() {}
+//! guest-init: PID 1 of the skiff guest, and the same session as a plain host process for tests.
+//!
+//! Modes:
+//! - run as PID 1 (the initramfs's `/init`; arguments are ignored): VM mode, see [`vm`];
+//! - `guest-init --connect-unix PATH` as root on a host: native mode, see [`native`].
+//!
+//! `SKIFF_GUEST_LOG=debug` (environment, or the kernel command line in the VM) turns on the
+//! timing logs on stderr.
+
+mod container;
+mod error;
+mod layer;
+mod log;
+mod native;
+mod session;
+mod tarpath;
+mod unpack;
+mod user;
+mod vm;
+
+use std::path::Path;
+
+const USAGE: &str = "usage: guest-init                      (as PID 1 of a skiff guest)\n       \
+                     guest-init --connect-unix PATH  (native session over a Unix socket)";
+
+fn main() {
+    log::init();
+    if std::process::id() == 1 {
+        vm::run();
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [flag, path] if flag == "--connect-unix" => {
+            if let Err(e) = native::run(Path::new(path)) {
+                eprintln!("guest-init: {e}");
+                std::process::exit(1);
+            }
+        }
+        [flag] if flag == "--help" || flag == "-h" => println!("{USAGE}"),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Creates the container: a child cloned into new mount, pid, uts and ipc namespaces that
+//! pivots into the image root, sets up /proc, /dev and /sys, takes the image's user and
+//! execs the command. Exec errors come back over a close-on-exec pipe; end of file on it
+//! means the execve succeeded.
+//!
+//! /dev is a fresh tmpfs with the standard nodes (null, zero, full, random, urandom, tty),
+//! the usual /proc/self/fd links, a private devpts instance and a /dev/shm tmpfs — as runc does,
+//! so the container never sees the guest's (or, natively, the host's) devices.
+//! Special mounts are made after pivot_root, so a symlink in the image cannot point them
+//! outside the container's root.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::fs::{self, DirBuilder, File};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
+use nix::unistd::{self, Gid, Pid, Uid};
+use protocol::{FailureKind, RunSpec};
+
+use crate::error::{Context, Error, Result};
+use crate::user;
+
+/// PATH used to find the command when the spec's environment has none (docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Stack of the cloned child until it execs.
+const CHILD_STACK: usize = 2 << 20;
+/// Longest error message the child reports.
+const MAX_ERROR: usize = 4096;
+
+/// The container's ends of its standard streams.
+pub struct ChildStdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Starts `spec`'s command in a new container rooted at `root`; returns once it was executed.
+pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
+    let (report_r, report_w) =
+        unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "create the exec report pipe".into())?;
+    let mut stack = vec![0u8; CHILD_STACK];
+    let flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    let report_fd = report_w.as_raw_fd();
+    let child = Box::new(|| {
+        let error = match child_main(root, spec, &stdio) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        report(report_fd, &error);
+        127
+    });
+    // SAFETY: the caller is single-threaded here (the unpack thread has been joined and the
+    // relay threads start later), so the child may allocate; it only runs `child_main`, which
+    // ends in execve or in reporting the error and returning.
+    let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
+        .ctx(|| "clone the container process".into())?;
+    drop(report_w);
+    drop(stdio);
+    let mut msg = Vec::new();
+    File::from(report_r)
+        .take(MAX_ERROR as u64 + 1)
+        .read_to_end(&mut msg)
+        .ctx(|| "read the exec report pipe".into())?;
+    if msg.is_empty() {
+        return Ok(pid);
+    }
+    // The child failed before execve: reap it and pass its error on.
+    let _ = nix::sys::wait::waitpid(pid, None);
+    let kind = match msg[0] {
+        1 => FailureKind::NotFound,
+        2 => FailureKind::CannotExecute,
+        _ => FailureKind::Setup,
+    };
+    Err(Error::Exec {
+        kind,
+        message: String::from_utf8_lossy(&msg[1..]).into_owned(),
+    })
+}
+
+fn report(fd: RawFd, error: &Error) {
+    let kind = match error.kind() {
+        FailureKind::NotFound => 1,
+        FailureKind::CannotExecute => 2,
+        FailureKind::Setup => 0,
+    };
+    let mut msg = vec![kind];
+    msg.extend(error.to_string().bytes().take(MAX_ERROR - 1));
+    // SAFETY: `fd` is the write end of the report pipe, open in this child until it exits;
+    // ManuallyDrop leaves closing it to the exit.
+    let mut pipe = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(fd) });
+    let _ = pipe.write_all(&msg);
+}
+
+fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infallible> {
+    enter_root(root)?;
+    mount_specials()?;
+    if !spec.hostname.is_empty() {
+        unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
+    }
+    let passwd = user::read_db("/etc/passwd").map_err(Error::Invalid)?;
+    let group = user::read_db("/etc/group").map_err(Error::Invalid)?;
+    let user = user::resolve(&spec.user, &passwd, &group).map_err(Error::Invalid)?;
+
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let path_var = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH)
+        .to_string();
+    let env = cstrings(&env, "environment entry")?;
+    let argv = cstrings(&spec.argv, "argument")?;
+    let cmd = spec
+        .argv
+        .first()
+        .ok_or_else(|| Error::Invalid("no command specified".into()))?;
+
+    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(cwd)
+        .ctx(|| format!("create the working directory {cwd}"))?;
+    unistd::chdir(cwd).ctx(|| format!("chdir to {cwd}"))?;
+
+    umask(Mode::from_bits_truncate(0o022));
+    let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    unistd::setgroups(&groups).ctx(|| "setgroups".into())?;
+    unistd::setgid(Gid::from_raw(user.gid)).ctx(|| format!("setgid {}", user.gid))?;
+    unistd::setuid(Uid::from_raw(user.uid)).ctx(|| format!("setuid {}", user.uid))?;
+    // If guest-init dies, the container dies with it (credential changes clear this, so it
+    // comes after setuid).
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "set the parent-death signal".into())?;
+
+    // Signal state is inherited across execve: give the command the default one.
+    // SAFETY: resetting dispositions to SIG_DFL installs no handler code.
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .ctx(|| "reset SIGPIPE".into())?;
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .ctx(|| "reset the signal mask".into())?;
+
+    for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
+        unistd::dup2(fd.as_raw_fd(), target).ctx(|| format!("dup2 onto fd {target}"))?;
+    }
+
+    let program = if cmd.contains('/') {
+        cmd.clone()
+    } else {
+        find_in_path(cmd, &path_var).ok_or_else(|| Error::Exec {
+            kind: FailureKind::NotFound,
+            message: format!("exec: \"{cmd}\": executable file not found in $PATH"),
+        })?
+    };
+    let program_c = CString::new(program.as_bytes())
+        .map_err(|_| Error::Invalid(format!("command {program:?} contains a NUL byte")))?;
+    let errno = match unistd::execve(&program_c, &argv, &env) {
+        Err(errno) => errno,
+        Ok(never) => match never {},
+    };
+    Err(exec_error(cmd, &program, errno))
+}
+
+/// docker's wording and exit-code class for an execve failure.
+fn exec_error(cmd: &str, program: &str, errno: Errno) -> Error {
+    let (kind, message) = match errno {
+        Errno::ENOENT => (
+            FailureKind::NotFound,
+            format!("exec: \"{cmd}\": stat {program}: no such file or directory"),
+        ),
+        Errno::EACCES => (
+            FailureKind::CannotExecute,
+            format!("exec: \"{cmd}\": permission denied"),
+        ),
+        Errno::ENOEXEC => (
+            FailureKind::CannotExecute,
+            format!("exec: \"{cmd}\": exec format error"),
+        ),
+        other => (
+            FailureKind::Setup,
+            format!("exec: \"{cmd}\": {}", other.desc()),
+        ),
+    };
+    Error::Exec { kind, message }
+}
+
+/// Like Go's `exec.LookPath` (what docker uses): the first regular file with an execute bit.
+fn find_in_path(cmd: &str, path_var: &str) -> Option<String> {
+    path_var.split(':').find_map(|dir| {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = format!("{dir}/{cmd}");
+        let meta = fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
+}
+
+fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes())
+                .map_err(|_| Error::Invalid(format!("{what} {s:?} contains a NUL byte")))
+        })
+        .collect()
+}
+
+/// Makes `root` the root of this (new) mount namespace.
+fn enter_root(root: &Path) -> Result<()> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "make the mounts private".into())?;
+    mount(
+        Some(root),
+        root,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {} onto itself", root.display()))?;
+    unistd::chdir(root).ctx(|| format!("chdir {}", root.display()))?;
+    unistd::pivot_root(".", ".").ctx(|| format!("pivot_root into {}", root.display()))?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach the old root".into())?;
+    unistd::chdir("/").ctx(|| "chdir /".into())
+}
+
+/// A directory to mount on: created if missing; a symlink or file there is an error.
+fn mount_point(path: &str, mode: u32) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Invalid(format!(
+            "{path} in the image is not a directory; cannot mount on it"
+        ))),
+        Err(_) => DirBuilder::new()
+            .mode(mode)
+            .create(path)
+            .ctx(|| format!("mkdir {path}")),
+    }
+}
+
+fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+    mount(Some(fstype), target, Some(fstype), flags, data)
+        .ctx(|| format!("mount {fstype} on {target}"))
+}
+
+fn mount_specials() -> Result<()> {
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount_point("/proc", 0o555)?;
+    mount_fs("proc", "/proc", hardened, None)?;
+
+    mount_point("/dev", 0o755)?;
+    mount_fs(
+        "tmpfs",
+        "/dev",
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?;
+    umask(Mode::empty());
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let path = format!("/dev/{name}");
+        mknod(
+            path.as_str(),
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(major, minor),
+        )
+        .ctx(|| format!("mknod {path}"))?;
+    }
+    for (link, target) in [
+        ("/dev/fd", "/proc/self/fd"),
+        ("/dev/stdin", "/proc/self/fd/0"),
+        ("/dev/stdout", "/proc/self/fd/1"),
+        ("/dev/stderr", "/proc/self/fd/2"),
+        ("/dev/ptmx", "pts/ptmx"),
+    ] {
+        std::os::unix::fs::symlink(target, link).ctx(|| format!("symlink {link}"))?;
+    }
+    mount_point("/dev/pts", 0o755)?;
+    mount_fs(
+        "devpts",
+        "/dev/pts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount_point("/dev/shm", 0o1777)?;
+    mount_fs("tmpfs", "/dev/shm", hardened, Some("mode=1777,size=65536k"))?;
+
+    mount_point("/sys", 0o555)?;
+    mount_fs("sysfs", "/sys", hardened | MsFlags::MS_RDONLY, None)
+}

@@ -1,0 +1,46 @@
+//! Native mode (`--connect-unix PATH`): the same session as in the VM, run as a root process
+//! on a Linux host over a Unix socket — how guest-init is tested without a VM. It works in its
+//! own mount namespace on a private tmpfs, which it removes at the end.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::error::{Context, Result};
+use crate::session;
+
+/// Serves one session over the Unix socket at `socket`.
+pub fn run(socket: &Path) -> Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare the mount namespace".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "make the mounts private".into())?;
+    let tmp = std::env::temp_dir().join("skiff-guest-XXXXXX");
+    let root: PathBuf = nix::unistd::mkdtemp(&tmp).ctx(|| format!("mkdtemp {}", tmp.display()))?;
+    let result = mount(
+        Some("tmpfs"),
+        &root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .ctx(|| format!("mount tmpfs on {}", root.display()))
+    .and_then(|()| {
+        let stream =
+            UnixStream::connect(socket).ctx(|| format!("connect to {}", socket.display()))?;
+        let served = session::serve(File::from(OwnedFd::from(stream)), &root);
+        let _ = umount2(&root, MntFlags::MNT_DETACH);
+        served
+    });
+    let _ = std::fs::remove_dir(&root);
+    result
+}

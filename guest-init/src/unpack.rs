@@ -1,0 +1,546 @@
+//! Unpacks image layers into the root filesystem with the OCI rules (whiteouts, opaque
+//! directories, hard links, devices, owners, modes, mtimes, xattrs).
+//!
+//! Containment: unpacking runs in a dedicated thread that called `unshare(CLONE_FS)` and then
+//! `chroot(root)`, so every path it touches — including symlinks planted by earlier entries or
+//! layers, absolute or full of `..` — resolves inside the root, exactly as the container will
+//! later see it. Names are also cleaned lexically (`tarpath`): a name climbing above the root
+//! rejects the layer. The thread's own filesystem context (root, cwd, umask) is private, so the
+//! rest of guest-init keeps the real root.
+//!
+//! Bounds: the tar crate runs in raw mode and guest-init reads PAX records and GNU long names
+//! itself, at most [`MAX_META_BYTES`] each, so a hostile header cannot make it allocate without
+//! limit. File data streams through a fixed buffer.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use nix::sys::stat::{makedev, mknod, umask, utimensat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use protocol::LayerSpec;
+use tar::EntryType;
+use tracing::debug;
+
+use crate::error::{Context, Error, Result};
+use crate::layer::{compression, decoder, LayerStream};
+use crate::tarpath::{self, Entry};
+
+/// Largest PAX extension block or GNU long name accepted.
+const MAX_META_BYTES: u64 = 1 << 20;
+/// Size of the buffer file data is copied through.
+const COPY_BUF: usize = 128 << 10;
+
+/// Receives `layers` from `conn` and unpacks them, bottom first, into `root`.
+///
+/// On a bad layer the rest of the layers is still read (and discarded) so the session stays in
+/// step, and the first error is returned.
+pub fn unpack_layers<R: Read + Send>(
+    root: &Path,
+    layers: &[LayerSpec],
+    conn: &mut R,
+) -> Result<()> {
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("unpack".into())
+            .stack_size(8 << 20)
+            .spawn_scoped(scope, || {
+                enter_root(root)?;
+                let mut first_error = None;
+                for (index, layer) in layers.iter().enumerate() {
+                    let start = Instant::now();
+                    let mut stream = LayerStream::new(conn, layer.size);
+                    let result = if first_error.is_none() {
+                        unpack_one(layer, &mut stream)
+                    } else {
+                        Ok(())
+                    };
+                    let result = result.and_then(|()| {
+                        stream
+                            .drain()
+                            .map_err(|e| Error::Invalid(format!("layer stream: {e}")))
+                    });
+                    if let Err(e) = result {
+                        if stream.is_broken() {
+                            return Err(e);
+                        }
+                        first_error.get_or_insert(Error::Invalid(format!(
+                            "layer {index} ({}): {e}",
+                            layer.digest
+                        )));
+                        stream
+                            .drain()
+                            .map_err(|e| Error::Invalid(format!("layer stream: {e}")))?;
+                    }
+                    debug!(
+                        index,
+                        bytes = layer.size,
+                        elapsed_us = start.elapsed().as_micros() as u64,
+                        "layer unpacked"
+                    );
+                }
+                first_error.map_or(Ok(()), Err)
+            })
+            .ctx(|| "start the unpack thread".into())?
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the unpack thread panicked".into())))
+    })
+}
+
+/// Gives this thread its own filesystem context rooted at `root`.
+fn enter_root(root: &Path) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)
+        .ctx(|| "unshare the filesystem context".into())?;
+    nix::unistd::chroot(root).ctx(|| format!("chroot into {}", root.display()))?;
+    nix::unistd::chdir("/").ctx(|| "chdir / in the image root".into())?;
+    umask(Mode::empty());
+    Ok(())
+}
+
+fn unpack_one<R: Read>(layer: &LayerSpec, stream: &mut LayerStream<'_, R>) -> Result<()> {
+    let compression = compression(&layer.media_type)?;
+    let reader = decoder(compression, stream)?;
+    Unpacker::default().apply_archive(reader)
+}
+
+/// One entry's metadata after PAX records and GNU long names were applied.
+struct Meta {
+    kind: EntryType,
+    path: Vec<u8>,
+    link: Option<Vec<u8>>,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: TimeSpec,
+    device: (u64, u64),
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Extension records waiting for the entry they describe.
+#[derive(Default)]
+struct Pending {
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+}
+
+/// The state of one layer being applied.
+#[derive(Default)]
+struct Unpacker {
+    /// Paths created by this layer: whiteouts and opaque markers leave them alone.
+    created: HashSet<PathBuf>,
+    /// Directory mtimes, applied once the layer is complete (children change them).
+    dir_times: Vec<(PathBuf, TimeSpec)>,
+    buf: Vec<u8>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
+
+fn tar_err(e: io::Error) -> Error {
+    bad(format!("tar stream: {e}"))
+}
+
+fn read_meta_block<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Vec<u8>> {
+    let size = entry.header().entry_size().map_err(tar_err)?;
+    if size > MAX_META_BYTES {
+        return Err(bad(format!(
+            "extension header of {size} bytes exceeds {MAX_META_BYTES}"
+        )));
+    }
+    let mut v = Vec::with_capacity(size as usize);
+    entry.read_to_end(&mut v).map_err(tar_err)?;
+    Ok(v)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+fn id32(v: u64, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| bad(format!("{what} {v} out of range")))
+}
+
+fn parse_mtime(s: &str) -> Result<TimeSpec> {
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs
+        .parse()
+        .map_err(|_| bad(format!("bad PAX mtime {s:?}")))?;
+    let digits: String = frac.chars().take(9).collect();
+    let nanos = if digits.is_empty() {
+        0
+    } else {
+        let n: i64 = digits
+            .parse()
+            .map_err(|_| bad(format!("bad PAX mtime {s:?}")))?;
+        n * 10i64.pow(9 - digits.len() as u32)
+    };
+    Ok(TimeSpec::new(secs, nanos))
+}
+
+impl Meta {
+    fn new<R: Read>(entry: &tar::Entry<'_, R>, pending: Pending) -> Result<Meta> {
+        let h = entry.header();
+        let mut meta = Meta {
+            kind: h.entry_type(),
+            path: pending
+                .long_name
+                .unwrap_or_else(|| h.path_bytes().into_owned()),
+            link: pending
+                .long_link
+                .or_else(|| h.link_name_bytes().map(|l| l.into_owned())),
+            mode: h.mode().map_err(tar_err)? & 0o7777,
+            uid: id32(h.uid().map_err(tar_err)?, "uid")?,
+            gid: id32(h.gid().map_err(tar_err)?, "gid")?,
+            mtime: TimeSpec::new(h.mtime().map_err(tar_err)? as i64, 0),
+            device: (0, 0),
+            xattrs: Vec::new(),
+        };
+        if matches!(meta.kind, EntryType::Char | EntryType::Block) {
+            meta.device = (
+                u64::from(h.device_major().map_err(tar_err)?.unwrap_or(0)),
+                u64::from(h.device_minor().map_err(tar_err)?.unwrap_or(0)),
+            );
+        }
+        if let Some(pax) = pending.pax {
+            for ext in tar::PaxExtensions::new(&pax) {
+                let ext = ext.map_err(|e| bad(format!("PAX record: {e}")))?;
+                let key = ext.key_bytes();
+                let value = ext.value_bytes();
+                let text = || String::from_utf8_lossy(value);
+                match key {
+                    b"path" => meta.path = value.to_vec(),
+                    b"linkpath" => meta.link = Some(value.to_vec()),
+                    b"uid" => {
+                        meta.uid = text().parse().map_err(|_| bad("bad PAX uid"))?;
+                    }
+                    b"gid" => {
+                        meta.gid = text().parse().map_err(|_| bad("bad PAX gid"))?;
+                    }
+                    b"mtime" => meta.mtime = parse_mtime(&text())?,
+                    b"size" => {
+                        let size: u64 = text().parse().map_err(|_| bad("bad PAX size"))?;
+                        if size != h.entry_size().map_err(tar_err)? {
+                            return Err(bad("PAX size overrides of the header are not supported"));
+                        }
+                    }
+                    _ => {
+                        if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                            meta.xattrs.push((name.to_vec(), value.to_vec()));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(meta)
+    }
+
+    fn shown(&self) -> String {
+        format!(
+            "/{}",
+            String::from_utf8_lossy(&self.path).trim_start_matches('/')
+        )
+    }
+}
+
+/// Removes whatever is at `path` (a directory with its contents); a missing path is fine.
+fn remove_any(path: &Path) -> Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx(|| format!("stat /{}", path.display())),
+    };
+    if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+    .ctx(|| format!("remove /{}", path.display()))
+}
+
+fn cstring(bytes: &[u8]) -> Result<CString> {
+    CString::new(bytes).map_err(|_| bad("name with a NUL byte"))
+}
+
+impl Unpacker {
+    fn apply_archive<R: Read>(&mut self, reader: R) -> Result<()> {
+        self.buf = vec![0; COPY_BUF];
+        let mut archive = tar::Archive::new(reader);
+        let entries = archive.entries().map_err(tar_err)?.raw(true);
+        let mut pending = Pending::default();
+        for entry in entries {
+            let mut entry = entry.map_err(tar_err)?;
+            match entry.header().entry_type() {
+                EntryType::XHeader => pending.pax = Some(read_meta_block(&mut entry)?),
+                EntryType::XGlobalHeader => {
+                    read_meta_block(&mut entry)?;
+                }
+                EntryType::GNULongName => {
+                    pending.long_name = Some(trim_nul(read_meta_block(&mut entry)?));
+                }
+                EntryType::GNULongLink => {
+                    pending.long_link = Some(trim_nul(read_meta_block(&mut entry)?));
+                }
+                EntryType::GNUSparse => return Err(bad("GNU sparse entries are not supported")),
+                _ => {
+                    let meta = Meta::new(&entry, std::mem::take(&mut pending))?;
+                    let shown = meta.shown();
+                    self.apply(meta, &mut entry)
+                        .map_err(|e| bad(format!("{shown}: {e}")))?;
+                }
+            }
+        }
+        for (dir, mtime) in self.dir_times.iter().rev() {
+            let target = if dir.as_os_str().is_empty() {
+                Path::new("/")
+            } else {
+                dir
+            };
+            utimensat(
+                None,
+                target,
+                &mtime.clone(),
+                mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .ctx(|| format!("set the mtime of /{}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn apply<R: Read>(&mut self, meta: Meta, data: &mut R) -> Result<()> {
+        let path = tarpath::clean(&meta.path).map_err(|e| bad(e.to_string()))?;
+        match tarpath::classify(&path).map_err(|e| bad(e.to_string()))? {
+            Entry::Ignored => return Ok(()),
+            Entry::Whiteout(target) => {
+                if !self.created.contains(&target) {
+                    remove_any(&target)?;
+                }
+                return Ok(());
+            }
+            Entry::Opaque(dir) => {
+                self.ensure_dir(&dir)?;
+                return self.prune(&dir);
+            }
+            Entry::Plain => {}
+        }
+        if path.as_os_str().is_empty() {
+            if meta.kind != EntryType::Directory {
+                return Err(bad("only a directory may replace the root"));
+            }
+            return self.set_attrs(Path::new("/"), &meta, true);
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .ctx(|| format!("create the parent directory /{}", parent.display()))?;
+        }
+        let existing = fs::symlink_metadata(&path).ok();
+        let keep_dir =
+            meta.kind == EntryType::Directory && existing.as_ref().is_some_and(|m| m.is_dir());
+        if existing.is_some() && !keep_dir {
+            if meta.kind == EntryType::Link {
+                let target = tarpath::clean(meta.link.as_deref().unwrap_or_default())
+                    .map_err(|e| bad(e.to_string()))?;
+                if target == path {
+                    return Ok(());
+                }
+            }
+            remove_any(&path)?;
+        }
+        match meta.kind {
+            EntryType::Regular | EntryType::Continuous => {
+                self.write_file(&path, &meta, data)?;
+            }
+            EntryType::Directory => {
+                if !keep_dir {
+                    DirBuilder::new()
+                        .mode(0o700)
+                        .create(&path)
+                        .ctx(|| "mkdir".into())?;
+                }
+                self.set_attrs(&path, &meta, true)?;
+            }
+            EntryType::Symlink => {
+                let target = meta
+                    .link
+                    .as_deref()
+                    .ok_or_else(|| bad("symlink without a target"))?;
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &path)
+                    .ctx(|| "symlink".into())?;
+                self.set_attrs(&path, &meta, false)?;
+            }
+            EntryType::Link => {
+                let target = tarpath::clean(meta.link.as_deref().unwrap_or_default())
+                    .map_err(|e| bad(format!("hard link target: {e}")))?;
+                if target.as_os_str().is_empty() {
+                    return Err(bad("hard link to the root"));
+                }
+                fs::hard_link(&target, &path)
+                    .ctx(|| format!("hard link to /{}", target.display()))?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let kind = match meta.kind {
+                    EntryType::Char => SFlag::S_IFCHR,
+                    EntryType::Block => SFlag::S_IFBLK,
+                    _ => SFlag::S_IFIFO,
+                };
+                let dev = makedev(meta.device.0, meta.device.1);
+                mknod(&path, kind, Mode::from_bits_truncate(0o600), dev).ctx(|| "mknod".into())?;
+                self.set_attrs(&path, &meta, false)?;
+            }
+            other => {
+                debug!(path = %meta.shown(), kind = ?other, "skipping an entry of unsupported type");
+                return Ok(());
+            }
+        }
+        self.created.insert(path);
+        Ok(())
+    }
+
+    fn write_file<R: Read>(&mut self, path: &Path, meta: &Meta, data: &mut R) -> Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ctx(|| "create".into())?;
+        loop {
+            let n = match data.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(tar_err(e)),
+            };
+            file.write_all(&self.buf[..n]).ctx(|| "write".into())?;
+        }
+        set_owner_mode(&file, meta)?;
+        for (name, value) in &meta.xattrs {
+            let name_c = cstring(name)?;
+            // SAFETY: valid fd, NUL-terminated name, value pointer and length from one slice.
+            let rc = unsafe {
+                libc::fsetxattr(
+                    file.as_raw_fd(),
+                    name_c.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                xattr_failed(path, name);
+            }
+        }
+        nix::sys::stat::futimens(file.as_raw_fd(), &meta.mtime, &meta.mtime)
+            .ctx(|| "set the mtime".into())
+    }
+
+    /// Owner, mode, xattrs and mtime of a non-regular entry (directories get their mtime at the
+    /// end of the layer).
+    fn set_attrs(&mut self, path: &Path, meta: &Meta, is_dir: bool) -> Result<()> {
+        std::os::unix::fs::lchown(path, Some(meta.uid), Some(meta.gid)).ctx(|| "chown".into())?;
+        if meta.kind != EntryType::Symlink {
+            // chown clears set-id bits, so the mode comes after it.
+            nix::sys::stat::fchmodat(
+                None,
+                path,
+                Mode::from_bits_truncate(meta.mode),
+                nix::sys::stat::FchmodatFlags::FollowSymlink,
+            )
+            .ctx(|| "chmod".into())?;
+        }
+        let path_c = cstring(path.as_os_str().as_bytes())?;
+        for (name, value) in &meta.xattrs {
+            let name_c = cstring(name)?;
+            // SAFETY: NUL-terminated path and name, value pointer and length from one slice.
+            let rc = unsafe {
+                libc::lsetxattr(
+                    path_c.as_ptr(),
+                    name_c.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                xattr_failed(path, name);
+            }
+        }
+        if is_dir {
+            self.dir_times.push((path.to_path_buf(), meta.mtime));
+            Ok(())
+        } else {
+            utimensat(
+                None,
+                path,
+                &meta.mtime,
+                &meta.mtime,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .ctx(|| "set the mtime".into())
+        }
+    }
+
+    /// Makes `dir` a directory (the root is one already).
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        if dir.as_os_str().is_empty() {
+            return Ok(());
+        }
+        if fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        remove_any(dir)?;
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .ctx(|| format!("mkdir /{}", dir.display()))
+    }
+
+    /// Removes everything below `dir` that this layer did not create.
+    fn prune(&self, dir: &Path) -> Result<()> {
+        let shown = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        for child in fs::read_dir(shown).ctx(|| format!("read /{}", dir.display()))? {
+            let child = child.ctx(|| format!("read /{}", dir.display()))?;
+            let path = dir.join(child.file_name());
+            if !self.created.contains(&path) {
+                remove_any(&path)?;
+            } else if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                self.prune(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn set_owner_mode(file: &File, meta: &Meta) -> Result<()> {
+    std::os::unix::fs::fchown(file, Some(meta.uid), Some(meta.gid)).ctx(|| "chown".into())?;
+    nix::sys::stat::fchmod(file.as_raw_fd(), Mode::from_bits_truncate(meta.mode))
+        .ctx(|| "chmod".into())
+}
+
+fn xattr_failed(path: &Path, name: &[u8]) {
+    tracing::warn!(
+        path = %path.display(),
+        xattr = %String::from_utf8_lossy(name),
+        error = %io::Error::last_os_error(),
+        "cannot set an extended attribute; skipped"
+    );
+}

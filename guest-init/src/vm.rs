@@ -1,0 +1,182 @@
+//! VM mode: guest-init as PID 1 of the guest, /init of an initramfs that holds only itself.
+//!
+//! pivot_root(2) refuses to work while the root is the initramfs `rootfs`, so the first step
+//! is the switch_root dance: mount a tmpfs, move it over `/` and chroot into it (the running
+//! binary stays mapped; its initramfs copy is unlinked to give the memory back). Then the
+//! usual mounts, the console as stdio, the vsock session to the host (CID 2,
+//! `protocol::SESSION_PORT`), and finally sync + reboot, which the VMM turns into its exit.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
+use nix::unistd;
+use tracing::debug;
+
+use crate::error::{Context, Result};
+use crate::session;
+
+/// Where the container's root filesystem is assembled.
+const ROOTFS: &str = "/rootfs";
+/// The host's vsock context id.
+const HOST_CID: u32 = 2;
+/// statfs type of the initramfs when it is a ramfs.
+const RAMFS_MAGIC: FsType = FsType(0x8584_58f6);
+/// How long to keep trying to reach the host while the vsock device comes up.
+const CONNECT_ATTEMPTS: u32 = 100;
+const CONNECT_PAUSE: Duration = Duration::from_millis(20);
+
+/// Runs the guest and powers it off; never returns.
+pub fn run() -> ! {
+    let start = Instant::now();
+    let result = boot().and_then(|conn| {
+        debug!(
+            boot_us = start.elapsed().as_micros() as u64,
+            "connected to the host"
+        );
+        session::serve(conn, Path::new(ROOTFS))
+    });
+    if let Err(e) = result {
+        console_line(&format!("guest-init: fatal: {e}"));
+    }
+    unistd::sync();
+    let err = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+    console_line(&format!("guest-init: reboot failed: {err:?}"));
+    // Exiting PID 1 panics the kernel, which `panic=-1` turns into a reset.
+    std::process::exit(1)
+}
+
+/// One line on the console, whatever state the guest is in.
+fn console_line(msg: &str) {
+    let line = format!("{msg}\n");
+    if std::io::stderr().write_all(line.as_bytes()).is_err() {
+        if let Ok(mut c) = OpenOptions::new().write(true).open("/dev/console") {
+            let _ = c.write_all(line.as_bytes());
+        }
+    }
+}
+
+fn boot() -> Result<File> {
+    leave_initramfs()?;
+    mkdir("/dev", 0o755)?;
+    mount_fs("devtmpfs", "/dev", MsFlags::MS_NOSUID, Some("mode=0755"))?;
+    console_stdio()?;
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for (fstype, target, mode, flags, data) in [
+        ("proc", "/proc", 0o555, hardened, None),
+        ("sysfs", "/sys", 0o555, hardened, None),
+        (
+            "devpts",
+            "/dev/pts",
+            0o755,
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("mode=0620,ptmxmode=0666"),
+        ),
+        ("tmpfs", "/dev/shm", 0o1777, hardened, Some("mode=1777")),
+        (
+            "tmpfs",
+            "/run",
+            0o755,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some("mode=0755"),
+        ),
+        (
+            "tmpfs",
+            ROOTFS,
+            0o755,
+            MsFlags::empty(),
+            Some("mode=0755,size=90%"),
+        ),
+    ] {
+        mkdir(target, mode)?;
+        mount_fs(fstype, target, flags, data)?;
+    }
+    connect_host()
+}
+
+fn mkdir(path: &str, mode: u32) -> Result<()> {
+    match DirBuilder::new().mode(mode).create(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).ctx(|| format!("mkdir {path}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn mount_fs(fstype: &str, target: &str, flags: MsFlags, data: Option<&str>) -> Result<()> {
+    mount(Some(fstype), target, Some(fstype), flags, data)
+        .ctx(|| format!("mount {fstype} on {target}"))
+}
+
+/// Moves a fresh tmpfs over the initramfs root and enters it (what switch_root does).
+fn leave_initramfs() -> Result<()> {
+    let root = statfs("/").ctx(|| "statfs /".into())?;
+    if root.filesystem_type() != RAMFS_MAGIC && root.filesystem_type() != TMPFS_MAGIC {
+        return Ok(());
+    }
+    mkdir("/newroot", 0o755)?;
+    mount_fs("tmpfs", "/newroot", MsFlags::empty(), Some("mode=0755"))?;
+    // The binary keeps running from its mapping; the initramfs copy is no longer needed.
+    let _ = std::fs::remove_file("/init");
+    unistd::chdir("/newroot").ctx(|| "chdir /newroot".into())?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .ctx(|| "move the new root over /".into())?;
+    unistd::chroot(".").ctx(|| "chroot into the new root".into())?;
+    unistd::chdir("/").ctx(|| "chdir /".into())
+}
+
+/// Makes fds 0, 1 and 2 the console if the kernel did not open them.
+fn console_stdio() -> Result<()> {
+    for fd in 0..3 {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+            continue;
+        }
+        let console = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/console")
+            .ctx(|| "open /dev/console".into())?;
+        if console.as_raw_fd() == fd {
+            let _ = console.into_raw_fd();
+        } else {
+            unistd::dup2(console.as_raw_fd(), fd).ctx(|| format!("dup2 the console onto {fd}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn connect_host() -> Result<File> {
+    let addr = VsockAddr::new(HOST_CID, protocol::SESSION_PORT);
+    let mut attempt = 0;
+    loop {
+        let fd = socket(
+            AddressFamily::Vsock,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .ctx(|| "create a vsock socket".into())?;
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => return Ok(File::from(fd)),
+            Err(e) if attempt + 1 < CONNECT_ATTEMPTS => {
+                debug!(error = %e, attempt, "vsock connect failed; retrying");
+                attempt += 1;
+                std::thread::sleep(CONNECT_PAUSE);
+            }
+            Err(e) => {
+                return Err(e).ctx(|| {
+                    format!(
+                        "connect to the host at vsock {HOST_CID}:{}",
+                        protocol::SESSION_PORT
+                    )
+                })
+            }
+        }
+    }
+}

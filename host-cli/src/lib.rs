@@ -1,0 +1,3 @@
+//! The skiff library: what the `skiff` command is built from.
+
+pub mod session;

@@ -1,0 +1,391 @@
+//! The host side of a session with guest-init, over an already connected `UnixStream` (the VM's
+//! hybrid-vsock socket after `CONNECT`, or guest-init's native socket).
+//!
+//! ```no_run
+//! # use std::os::unix::net::UnixStream;
+//! # use skiff::session::{Session, SessionIo, Outcome};
+//! # fn demo(stream: UnixStream, spec: protocol::RunSpec, blobs: Vec<std::path::PathBuf>)
+//! #     -> Result<(), skiff::session::SessionError> {
+//! let session = Session::new(stream)?;
+//! let signals = session.signal_sender(); // Clone + Send: e.g. for a SIGINT handler
+//! let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+//! let io = SessionIo {
+//!     stdin: Some(Box::new(std::io::stdin())),
+//!     stdout: &mut out,
+//!     stderr: &mut err,
+//! };
+//! let report = session.run(&spec, &blobs, io)?;
+//! match report.outcome {
+//!     Outcome::Exited(status) => std::process::exit(status.docker_code()),
+//!     Outcome::Failed { kind, message } => {
+//!         eprintln!("{message}");
+//!         std::process::exit(kind.docker_code())
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! [`Session::run`] checks the guest's `Hello`, sends the spec, streams each layer blob (in spec
+//! order) as `LayerData` chunks of at most `protocol::MAX_CHUNK` bytes plus `LayerEnd`, waits
+//! for `Started` or `Failed`, then relays: the stdin source → `Data`/`Eof` (a pump thread,
+//! only when `spec.stdin`), the guest's stdout and stderr → the two writers (flushed per
+//! chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
+//! [`SignalSender::send`] may be called at any time: before the start the signals are held back
+//! and delivered right after `Started`; after the end they are dropped.
+//!
+//! The stdin pump is detached: a source that blocks (a terminal) may keep its thread blocked
+//! after `run` returns; it ends at its next read result.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use protocol::{
+    read_message, write_data, write_message, ExitStatus, FailureKind, Message, ProtocolError,
+    RunSpec, Stream, MAX_CHUNK, VERSION,
+};
+use tracing::debug;
+
+/// Why a session could not be carried through.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("guest speaks protocol version {guest}, this skiff speaks {host}")]
+    Version { guest: u32, host: u32 },
+    #[error("session stream: {what}: {source}")]
+    Protocol {
+        what: &'static str,
+        #[source]
+        source: ProtocolError,
+    },
+    #[error("session stream: {what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("guest sent {got} while the host expected {expected}")]
+    Unexpected { expected: &'static str, got: String },
+    #[error("the guest closed the session {when}")]
+    Closed { when: &'static str },
+    #[error("the spec lists {spec} layers but {files} blob files were given")]
+    LayerCount { spec: usize, files: usize },
+    #[error("layer blob {path}: {expected} bytes announced, the file holds {actual}")]
+    LayerSize {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("layer blob {path}: {source}")]
+    Layer {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the container's {stream:?}: {source}")]
+    Output {
+        stream: Stream,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// How the container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The process ran and ended with this status.
+    Exited(ExitStatus),
+    /// The guest could not start it.
+    Failed { kind: FailureKind, message: String },
+}
+
+/// Where the time went, measured on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timings {
+    /// From `Hello` to the last `LayerEnd` written.
+    pub layers_sent: Duration,
+    /// From the last `LayerEnd` written to `Started` (or `Failed`) received: the guest's
+    /// container setup, once the small last layer is unpacked.
+    pub start: Duration,
+    /// From the last `LayerEnd` written to `Exit` received, when the container ran.
+    pub exit: Option<Duration>,
+}
+
+/// The result of a session that was carried through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub outcome: Outcome,
+    pub timings: Timings,
+}
+
+/// The caller's side of the container's stdio.
+pub struct SessionIo<'a> {
+    /// Read until end of file and sent as the container's stdin when the spec asks for stdin.
+    pub stdin: Option<Box<dyn Read + Send>>,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+enum Phase {
+    /// Before `Started`: signals wait here.
+    Starting(Vec<i32>),
+    Running,
+    Ended,
+}
+
+struct Shared {
+    writer: Mutex<UnixStream>,
+    phase: Mutex<Phase>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    fn send(&self, what: &'static str, msg: &Message) -> Result<(), SessionError> {
+        write_message(&mut *lock(&self.writer), msg)
+            .map_err(|source| SessionError::Protocol { what, source })
+    }
+}
+
+/// Injects signals into a running session; cheap to clone, usable from any thread.
+#[derive(Clone)]
+pub struct SignalSender {
+    shared: Arc<Shared>,
+}
+
+impl SignalSender {
+    /// Delivers `signo` to the container's process (held until the start; dropped after the end).
+    pub fn send(&self, signo: i32) -> Result<(), SessionError> {
+        let mut phase = lock(&self.shared.phase);
+        match &mut *phase {
+            Phase::Starting(pending) => {
+                pending.push(signo);
+                Ok(())
+            }
+            Phase::Running => self.shared.send("send a signal", &Message::Signal(signo)),
+            Phase::Ended => Ok(()),
+        }
+    }
+}
+
+/// One session with guest-init.
+pub struct Session {
+    reader: UnixStream,
+    shared: Arc<Shared>,
+}
+
+impl Session {
+    /// Wraps a connected stream; nothing is read or written yet.
+    pub fn new(stream: UnixStream) -> Result<Session, SessionError> {
+        let writer = stream.try_clone().map_err(|source| SessionError::Io {
+            what: "duplicate the session socket",
+            source,
+        })?;
+        Ok(Session {
+            reader: stream,
+            shared: Arc::new(Shared {
+                writer: Mutex::new(writer),
+                phase: Mutex::new(Phase::Starting(Vec::new())),
+            }),
+        })
+    }
+
+    /// A handle that sends signals to the container.
+    pub fn signal_sender(&self) -> SignalSender {
+        SignalSender {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Carries the session through: see the module documentation.
+    pub fn run(
+        mut self,
+        spec: &RunSpec,
+        layer_blobs: &[PathBuf],
+        io: SessionIo<'_>,
+    ) -> Result<Report, SessionError> {
+        let result = self.run_inner(spec, layer_blobs, io);
+        *lock(&self.shared.phase) = Phase::Ended;
+        result
+    }
+
+    fn read(&mut self, when: &'static str) -> Result<Message, SessionError> {
+        read_message(&mut self.reader)
+            .map_err(|source| SessionError::Protocol { what: when, source })?
+            .ok_or(SessionError::Closed { when })
+    }
+
+    fn run_inner(
+        &mut self,
+        spec: &RunSpec,
+        layer_blobs: &[PathBuf],
+        io: SessionIo<'_>,
+    ) -> Result<Report, SessionError> {
+        if spec.layers.len() != layer_blobs.len() {
+            return Err(SessionError::LayerCount {
+                spec: spec.layers.len(),
+                files: layer_blobs.len(),
+            });
+        }
+        match self.read("before its hello")? {
+            Message::Hello { version } if version == VERSION => {}
+            Message::Hello { version } => {
+                return Err(SessionError::Version {
+                    guest: version,
+                    host: VERSION,
+                })
+            }
+            other => return Err(unexpected("Hello", &other)),
+        }
+        let t0 = Instant::now();
+        self.shared
+            .send("send the run spec", &Message::Run(spec.clone()))?;
+        for (layer, path) in spec.layers.iter().zip(layer_blobs) {
+            self.send_layer(path, layer.size)?;
+        }
+        let layers_done = Instant::now();
+        let layers_sent = layers_done - t0;
+
+        match self.read("before starting the container")? {
+            Message::Started => {}
+            Message::Failed { kind, message } => {
+                return Ok(Report {
+                    outcome: Outcome::Failed { kind, message },
+                    timings: Timings {
+                        layers_sent,
+                        start: layers_done.elapsed(),
+                        exit: None,
+                    },
+                })
+            }
+            other => return Err(unexpected("Started or Failed", &other)),
+        }
+        let start = layers_done.elapsed();
+        debug!(?layers_sent, ?start, "container started");
+        self.begin_running()?;
+        if spec.stdin {
+            self.spawn_stdin_pump(io.stdin)?;
+        }
+
+        let (stdout, stderr) = (io.stdout, io.stderr);
+        loop {
+            match self.read("before the container's exit status")? {
+                Message::Data { stream, bytes } => {
+                    let out: &mut dyn Write = match stream {
+                        Stream::Stdout => stdout,
+                        Stream::Stderr => stderr,
+                        Stream::Stdin => {
+                            return Err(unexpected("output", &Message::Data { stream, bytes }))
+                        }
+                    };
+                    out.write_all(&bytes)
+                        .and_then(|()| out.flush())
+                        .map_err(|source| SessionError::Output { stream, source })?;
+                }
+                Message::Eof(_) => {}
+                Message::Exit(status) => {
+                    return Ok(Report {
+                        outcome: Outcome::Exited(status),
+                        timings: Timings {
+                            layers_sent,
+                            start,
+                            exit: Some(layers_done.elapsed()),
+                        },
+                    })
+                }
+                other => return Err(unexpected("output or Exit", &other)),
+            }
+        }
+    }
+
+    fn send_layer(&self, path: &Path, expected: u64) -> Result<(), SessionError> {
+        let layer_err = |source| SessionError::Layer {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(layer_err)?;
+        let actual = file.metadata().map_err(layer_err)?.len();
+        if actual != expected {
+            return Err(SessionError::LayerSize {
+                path: path.to_path_buf(),
+                expected,
+                actual,
+            });
+        }
+        let mut buf = vec![0u8; MAX_CHUNK];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(layer_err(e)),
+            };
+            self.shared
+                .send("send layer data", &Message::LayerData(buf[..n].to_vec()))?;
+        }
+        self.shared.send("end a layer", &Message::LayerEnd)
+    }
+
+    /// Marks the container running and delivers the signals that waited for it.
+    fn begin_running(&self) -> Result<(), SessionError> {
+        let mut phase = lock(&self.shared.phase);
+        if let Phase::Starting(pending) = std::mem::replace(&mut *phase, Phase::Running) {
+            for signo in pending {
+                self.shared.send("send a signal", &Message::Signal(signo))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_stdin_pump(&self, stdin: Option<Box<dyn Read + Send>>) -> Result<(), SessionError> {
+        let Some(mut src) = stdin else {
+            return self
+                .shared
+                .send("close stdin", &Message::Eof(Stream::Stdin));
+        };
+        let shared = self.shared.clone();
+        thread::Builder::new()
+            .name("stdin-pump".into())
+            .spawn(move || {
+                let mut buf = vec![0u8; MAX_CHUNK];
+                loop {
+                    let n = match src.read(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => {
+                            debug!(error = %e, "reading stdin failed; closing the container's stdin");
+                            0
+                        }
+                    };
+                    let mut w = lock(&shared.writer);
+                    let sent = if n == 0 {
+                        write_message(&mut *w, &Message::Eof(Stream::Stdin))
+                    } else {
+                        write_data(&mut *w, Stream::Stdin, &buf[..n])
+                    };
+                    if n == 0 || sent.is_err() {
+                        return;
+                    }
+                }
+            })
+            .map(drop)
+            .map_err(|source| SessionError::Io {
+                what: "start the stdin pump thread",
+                source,
+            })
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Message) -> SessionError {
+    let got = match got {
+        Message::LayerData(b) => format!("LayerData({} bytes)", b.len()),
+        Message::Data { stream, bytes } => format!("Data({stream:?}, {} bytes)", bytes.len()),
+        other => format!("{other:?}"),
+    };
+    SessionError::Unexpected { expected, got }
+}
