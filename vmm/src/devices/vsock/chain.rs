@@ -1,0 +1,193 @@
+//! A descriptor chain seen as one byte stream: the guest may split a packet (header included)
+//! over any number of descriptors, at any byte boundary.
+
+use std::ops::Deref;
+
+use virtio_queue::DescriptorChain;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
+
+/// Which descriptors a chain must consist of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Device reads: the TX queue (all descriptors device-readable).
+    Read,
+    /// Device writes: the RX queue (all descriptors device-writable).
+    Write,
+}
+
+/// Why a chain cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ChainError {
+    #[error("descriptor {index} of the chain has the wrong direction for this queue")]
+    WrongDirection { index: usize },
+    #[error("chain is {have} bytes long, {need} needed")]
+    TooShort { have: usize, need: usize },
+    #[error("guest memory access at {addr:#x} (+{len}) failed: {reason}")]
+    Memory {
+        addr: u64,
+        len: usize,
+        reason: String,
+    },
+}
+
+impl ChainError {
+    fn memory(addr: GuestAddress, len: usize, e: GuestMemoryError) -> ChainError {
+        ChainError::Memory {
+            addr: addr.0,
+            len,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// The guest memory ranges of one descriptor chain, in chain order. Reused across chains so
+/// the hot path does not allocate.
+#[derive(Debug, Default)]
+pub struct ChainBuffer {
+    segments: Vec<(GuestAddress, usize)>,
+    len: usize,
+}
+
+impl ChainBuffer {
+    /// Collects the ranges of `chain`; every descriptor must allow `access`.
+    pub fn load<M>(&mut self, chain: DescriptorChain<M>, access: Access) -> Result<(), ChainError>
+    where
+        M: Deref,
+        M::Target: GuestMemory,
+    {
+        self.segments.clear();
+        self.len = 0;
+        for (index, desc) in chain.enumerate() {
+            if desc.is_write_only() != (access == Access::Write) {
+                return Err(ChainError::WrongDirection { index });
+            }
+            let len = desc.len() as usize;
+            if len > 0 {
+                self.segments.push((desc.addr(), len));
+                self.len += len;
+            }
+        }
+        Ok(())
+    }
+
+    /// Total number of bytes the chain covers.
+    #[allow(clippy::len_without_is_empty)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The guest ranges holding bytes `offset..offset + len` of the stream, clipped to the
+    /// chain's end.
+    pub fn ranges(
+        &self,
+        offset: usize,
+        len: usize,
+    ) -> impl Iterator<Item = (GuestAddress, usize)> + '_ {
+        let mut skip = offset;
+        let mut left = len;
+        self.segments.iter().filter_map(move |&(addr, seg_len)| {
+            if left == 0 {
+                return None;
+            }
+            if skip >= seg_len {
+                skip -= seg_len;
+                return None;
+            }
+            let start = skip;
+            skip = 0;
+            let take = (seg_len - start).min(left);
+            left -= take;
+            Some((GuestAddress(addr.0.wrapping_add(start as u64)), take))
+        })
+    }
+
+    fn check_bounds(&self, offset: usize, len: usize) -> Result<(), ChainError> {
+        let need = offset.saturating_add(len);
+        if need > self.len {
+            return Err(ChainError::TooShort {
+                have: self.len,
+                need,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes starting at stream offset `offset`.
+    pub fn read_at<M: GuestMemory>(
+        &self,
+        mem: &M,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> Result<(), ChainError> {
+        self.check_bounds(offset, buf.len())?;
+        let mut done = 0;
+        for (addr, len) in self.ranges(offset, buf.len()) {
+            mem.read_slice(&mut buf[done..done + len], addr)
+                .map_err(|e| ChainError::memory(addr, len, e))?;
+            done += len;
+        }
+        Ok(())
+    }
+
+    /// Writes `buf` starting at stream offset `offset`.
+    pub fn write_at<M: GuestMemory>(
+        &self,
+        mem: &M,
+        offset: usize,
+        buf: &[u8],
+    ) -> Result<(), ChainError> {
+        self.check_bounds(offset, buf.len())?;
+        let mut done = 0;
+        for (addr, len) in self.ranges(offset, buf.len()) {
+            mem.write_slice(&buf[done..done + len], addr)
+                .map_err(|e| ChainError::memory(addr, len, e))?;
+            done += len;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buffer(segments: &[(u64, usize)]) -> ChainBuffer {
+        ChainBuffer {
+            segments: segments
+                .iter()
+                .map(|&(a, l)| (GuestAddress(a), l))
+                .collect(),
+            len: segments.iter().map(|s| s.1).sum(),
+        }
+    }
+
+    #[test]
+    fn ranges_cross_segment_boundaries() {
+        let b = buffer(&[(0x1000, 10), (0x2000, 30), (0x3000, 5)]);
+        let r: Vec<_> = b.ranges(8, 30).collect();
+        assert_eq!(
+            r,
+            vec![(GuestAddress(0x1008), 2), (GuestAddress(0x2000), 28)]
+        );
+        let r: Vec<_> = b.ranges(40, 100).collect();
+        assert_eq!(r, vec![(GuestAddress(0x3000), 5)]);
+        assert_eq!(b.ranges(45, 1).count(), 0);
+    }
+
+    #[test]
+    fn reads_past_the_end_are_refused() {
+        let mem =
+            vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x4000)]).unwrap();
+        let b = buffer(&[(0x1000, 10), (0x2000, 4)]);
+        b.write_at(&mem, 8, &[1, 2, 3, 4]).unwrap();
+        let mut out = [0u8; 4];
+        b.read_at(&mem, 8, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4]);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(0x2000)).unwrap(), 0x0403);
+        let mut big = [0u8; 8];
+        assert_eq!(
+            b.read_at(&mem, 8, &mut big),
+            Err(ChainError::TooShort { have: 14, need: 16 })
+        );
+    }
+}

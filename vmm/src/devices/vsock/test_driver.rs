@@ -1,0 +1,325 @@
+//! Test-only guest driver: owns guest memory and the RX/TX split queues (laid out with
+//! virtio-queue's mock rings), builds descriptor chains the way a guest kernel would, runs
+//! the device, and reads packets back from the used ring.
+
+use std::collections::HashMap;
+use std::os::unix::io::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+use virtio_queue::mock::MockSplitQueue;
+use virtio_queue::Queue;
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+
+use super::device::VsockDevice;
+use super::packet::{Header, Op, HDR_LEN, HOST_CID, TYPE_STREAM};
+
+pub const GUEST_CID: u64 = 3;
+pub const QUEUE_SIZE: u16 = 256;
+const MEM_SIZE: usize = 64 << 20;
+const TX_RING: u64 = 0;
+const RX_RING: u64 = 0x10000;
+const RX_POOL: u64 = 0x10_0000;
+const TX_POOL: u64 = 0x200_0000;
+const TX_POOL_END: u64 = MEM_SIZE as u64;
+
+/// The driver side of one split queue.
+pub struct Ring {
+    desc: GuestAddress,
+    avail: GuestAddress,
+    used: GuestAddress,
+    avail_idx: u16,
+    used_seen: u16,
+    free: Vec<u16>,
+    chains: HashMap<u16, Vec<(u16, GuestAddress, u32)>>,
+}
+
+impl Ring {
+    fn new(mem: &GuestMemoryMmap, base: u64) -> (Ring, Queue) {
+        let mock = MockSplitQueue::create(mem, GuestAddress(base), QUEUE_SIZE);
+        let queue = mock.create_queue::<Queue>().unwrap();
+        let ring = Ring {
+            desc: mock.desc_table_addr(),
+            avail: mock.avail_addr(),
+            used: mock.used_addr(),
+            avail_idx: 0,
+            used_seen: 0,
+            free: (0..QUEUE_SIZE).rev().collect(),
+            chains: HashMap::new(),
+        };
+        (ring, queue)
+    }
+
+    /// Writes a chain of descriptors over `segs` and makes it available; returns the head.
+    pub fn offer(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        segs: &[(GuestAddress, u32)],
+        writable: bool,
+    ) -> u16 {
+        assert!(self.free.len() >= segs.len(), "descriptor table full");
+        let idx: Vec<u16> = (0..segs.len()).map(|_| self.free.pop().unwrap()).collect();
+        for (i, &(addr, len)) in segs.iter().enumerate() {
+            let mut flags = if writable {
+                VRING_DESC_F_WRITE as u16
+            } else {
+                0
+            };
+            let next = if i + 1 < segs.len() {
+                flags |= VRING_DESC_F_NEXT as u16;
+                idx[i + 1]
+            } else {
+                0
+            };
+            let d = RawDescriptor::from(SplitDescriptor::new(addr.0, len, flags, next));
+            mem.write_obj(d, self.desc.unchecked_add(16 * u64::from(idx[i])))
+                .unwrap();
+        }
+        let head = idx[0];
+        self.chains.insert(
+            head,
+            idx.iter()
+                .zip(segs)
+                .map(|(&i, &(a, l))| (i, a, l))
+                .collect(),
+        );
+        let slot = 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);
+        mem.write_obj(head, self.avail.unchecked_add(slot)).unwrap();
+        self.avail_idx = self.avail_idx.wrapping_add(1);
+        mem.write_obj(self.avail_idx, self.avail.unchecked_add(2))
+            .unwrap();
+        head
+    }
+
+    /// Used entries since the last call: (segments of the chain, used length).
+    pub fn take_used(&mut self, mem: &GuestMemoryMmap) -> Vec<(Vec<(GuestAddress, u32)>, u32)> {
+        let used_idx: u16 = mem.read_obj(self.used.unchecked_add(2)).unwrap();
+        let mut out = Vec::new();
+        while self.used_seen != used_idx {
+            let at = self
+                .used
+                .unchecked_add(4 + 8 * u64::from(self.used_seen % QUEUE_SIZE));
+            let id: u32 = mem.read_obj(at).unwrap();
+            let len: u32 = mem.read_obj(at.unchecked_add(4)).unwrap();
+            let chain = self
+                .chains
+                .remove(&(id as u16))
+                .expect("used id is a chain head");
+            self.free.extend(chain.iter().map(|c| c.0));
+            out.push((chain.iter().map(|c| (c.1, c.2)).collect(), len));
+            self.used_seen = self.used_seen.wrapping_add(1);
+        }
+        out
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.chains.len()
+    }
+}
+
+/// A packet the device delivered to the guest.
+#[derive(Debug, Clone)]
+pub struct RxPacket {
+    pub hdr: Header,
+    pub data: Vec<u8>,
+}
+
+impl RxPacket {
+    pub fn op(&self) -> Op {
+        Op::from_raw(self.hdr.op).expect("device sent a valid op")
+    }
+}
+
+pub struct TestGuest {
+    pub mem: GuestMemoryMmap,
+    pub rx: Queue,
+    pub tx: Queue,
+    pub rx_ring: Ring,
+    pub tx_ring: Ring,
+    pub device: VsockDevice,
+    pub uds: PathBuf,
+    /// Credit fields the guest puts into its packets.
+    pub buf_alloc: u32,
+    pub fwd_cnt: u32,
+    tx_next: u64,
+    rx_next: u64,
+    _dir: tempfile::TempDir,
+}
+
+impl TestGuest {
+    pub fn new() -> TestGuest {
+        let dir = tempfile::tempdir().unwrap();
+        let uds = dir.path().join("vsock.sock");
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+        let (tx_ring, tx) = Ring::new(&mem, TX_RING);
+        let (rx_ring, rx) = Ring::new(&mem, RX_RING);
+        let device = VsockDevice::new(GUEST_CID, &uds).unwrap();
+        TestGuest {
+            mem,
+            rx,
+            tx,
+            rx_ring,
+            tx_ring,
+            device,
+            uds,
+            buf_alloc: 256 * 1024,
+            fwd_cnt: 0,
+            tx_next: TX_POOL,
+            rx_next: RX_POOL,
+            _dir: dir,
+        }
+    }
+
+    /// Path of the host socket a guest connection to `port` reaches.
+    pub fn port_path(&self, port: u32) -> PathBuf {
+        PathBuf::from(format!("{}_{port}", self.uds.display()))
+    }
+
+    /// A guest → host header with the guest's credit fields.
+    pub fn header(&self, op: Op, src_port: u32, dst_port: u32, len: u32) -> Header {
+        Header {
+            src_cid: GUEST_CID,
+            dst_cid: HOST_CID,
+            src_port,
+            dst_port,
+            len,
+            type_: TYPE_STREAM,
+            op: op as u16,
+            flags: 0,
+            buf_alloc: self.buf_alloc,
+            fwd_cnt: self.fwd_cnt,
+        }
+    }
+
+    fn tx_alloc(&mut self, len: usize) -> GuestAddress {
+        let addr = self.tx_next;
+        self.tx_next += (len as u64 + 63) & !63;
+        assert!(self.tx_next <= TX_POOL_END, "TX pool exhausted");
+        GuestAddress(addr)
+    }
+
+    /// Queues raw bytes on TX, split into descriptors of the given sizes (the last one takes
+    /// the rest).
+    pub fn send_bytes(&mut self, bytes: &[u8], split: &[usize]) {
+        if self.tx_ring.in_flight() == 0 {
+            self.tx_next = TX_POOL;
+        }
+        let mut segs = Vec::new();
+        let mut off = 0;
+        for &size in split.iter().chain(std::iter::once(&usize::MAX)) {
+            let len = size.min(bytes.len() - off);
+            if len == 0 && off == bytes.len() {
+                break;
+            }
+            let addr = self.tx_alloc(len);
+            self.mem.write_slice(&bytes[off..off + len], addr).unwrap();
+            segs.push((addr, len as u32));
+            off += len;
+        }
+        self.tx_ring.offer(&self.mem, &segs, false);
+    }
+
+    /// Queues a packet (header + payload) on TX, split as in [`TestGuest::send_bytes`].
+    pub fn send(&mut self, hdr: &Header, payload: &[u8], split: &[usize]) {
+        let mut bytes = hdr.to_bytes().to_vec();
+        bytes.extend_from_slice(payload);
+        self.send_bytes(&bytes, split);
+    }
+
+    pub fn send_op(&mut self, op: Op, src_port: u32, dst_port: u32) {
+        let hdr = self.header(op, src_port, dst_port, 0);
+        self.send(&hdr, &[], &[]);
+    }
+
+    pub fn send_data(&mut self, src_port: u32, dst_port: u32, data: &[u8]) {
+        let hdr = self.header(Op::Rw, src_port, dst_port, data.len() as u32);
+        self.send(&hdr, data, &[]);
+    }
+
+    /// Offers `count` RX buffers, each a chain of descriptors with the given sizes.
+    pub fn offer_rx(&mut self, count: usize, sizes: &[u32]) {
+        for _ in 0..count {
+            let segs: Vec<_> = sizes
+                .iter()
+                .map(|&s| {
+                    let a = GuestAddress(self.rx_next);
+                    self.rx_next += u64::from(s + 63) & !63;
+                    if self.rx_next >= TX_POOL {
+                        self.rx_next = RX_POOL;
+                    }
+                    (a, s)
+                })
+                .collect();
+            self.rx_ring.offer(&self.mem, &segs, true);
+        }
+    }
+
+    /// Runs the device once: host socket events, then the queues.
+    pub fn pump(&mut self) {
+        self.device.handle_backend_events();
+        self.device
+            .process_queues(&self.mem, &mut self.rx, &mut self.tx)
+            .unwrap();
+    }
+
+    /// TX chains the device returned since the last call.
+    pub fn tx_completed(&mut self) -> usize {
+        self.tx_ring.take_used(&self.mem).len()
+    }
+
+    /// Packets the device wrote into RX buffers since the last call, each replaced by a fresh
+    /// single-descriptor 4 KiB buffer.
+    pub fn received(&mut self) -> Vec<RxPacket> {
+        let used = self.rx_ring.take_used(&self.mem);
+        let mut out = Vec::new();
+        for (segs, len) in used {
+            let mut bytes = Vec::new();
+            for (addr, l) in segs {
+                let mut b = vec![0u8; l as usize];
+                self.mem.read_slice(&mut b, addr).unwrap();
+                bytes.extend_from_slice(&b);
+            }
+            let len = len as usize;
+            assert!(len >= HDR_LEN && len <= bytes.len(), "used length {len}");
+            let hdr = Header::from_bytes(bytes[..HDR_LEN].try_into().unwrap());
+            assert_eq!(hdr.len as usize, len - HDR_LEN, "header len vs used len");
+            out.push(RxPacket {
+                hdr,
+                data: bytes[HDR_LEN..len].to_vec(),
+            });
+            self.offer_rx(1, &[4096]);
+        }
+        out
+    }
+
+    /// Pumps until `done` holds for the packets received so far (or panics after 5 s).
+    pub fn pump_until(&mut self, mut done: impl FnMut(&[RxPacket]) -> bool) -> Vec<RxPacket> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut got = Vec::new();
+        loop {
+            self.pump();
+            got.extend(self.received());
+            if done(&got) {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; received so far: {got:?}"
+            );
+            self.wait_for_backend(Duration::from_millis(10));
+        }
+    }
+
+    /// Blocks until the device fd is readable or `timeout` passes.
+    pub fn wait_for_backend(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.device.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    }
+}
