@@ -28,6 +28,8 @@ const OS: &str = "linux";
 const ARCH: &str = "amd64";
 /// How many tags an error message lists.
 const TAGS_SHOWN: usize = 20;
+/// How much of one tag an error message shows.
+const TAG_CHARS: usize = 128;
 
 /// An OCI image layout on disk.
 pub struct Layout {
@@ -438,9 +440,13 @@ impl Layout {
     }
 }
 
-/// The tags of index.json entries, for messages.
+/// The tags of index.json entries, for messages (each cut to [`TAG_CHARS`] characters).
 fn tag_list(entries: &[Descriptor]) -> String {
-    let tags: Vec<&str> = entries.iter().filter_map(Descriptor::ref_name).collect();
+    let tags: Vec<String> = entries
+        .iter()
+        .filter_map(Descriptor::ref_name)
+        .map(|t| t.chars().take(TAG_CHARS).collect())
+        .collect();
     match tags.len() {
         0 => "none".to_owned(),
         n if n > TAGS_SHOWN => format!(

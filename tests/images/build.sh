@@ -52,8 +52,10 @@ fi
 
 mkdir -p "$root"
 exec 9>"$root/.lock"
-say "waiting for other builds of the test images (lock $root/.lock)"
-flock 9
+if ! flock -n 9; then
+    say "waiting for another build of the test images (lock $root/.lock)"
+    flock 9
+fi
 if [ -f "$out/CONTENTS" ]; then   # another run finished it while we waited
     say "cached in $out"
     echo "$out"
@@ -65,11 +67,19 @@ log=$root/build-$key.log
 rm -rf "$work"
 mkdir -p "$work"
 : > "$log"
-trap 'die "build failed (line $LINENO); see $log"' ERR
+# fail MESSAGE: show the end of the log, then stop.
+fail() {
+    tail -n 15 "$log" | sed 's/^/  | /' >&2
+    die "$1; full log: $log"
+}
+trap 'fail "build failed at line $LINENO: $BASH_COMMAND"' ERR
 say "building in $work (log: $log)"
 
 # run CMD...: log the command and its output; a failure trips the ERR trap.
-run() { printf '$ %s\n' "$*" >> "$log"; "$@" >> "$log" 2>&1; }
+run() {
+    printf '$ %s\n' "$*" >> "$log"
+    "$@" >> "$log" 2>&1 || fail "build failed: $*"
+}
 
 # --- the base rootfs of busybox -----------------------------------------------------------------
 # Besides busybox and its applets it holds /usr/share/skiff-test, which the 3layer variant edits.
@@ -201,7 +211,8 @@ PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 CREATED=2024-01-01T00:00:00Z
 
 # --- busybox ------------------------------------------------------------------------------------
-say "busybox: rootfs from busybox-static $(dpkg-query -W -f="${Version}" busybox-static) ($(/bin/busybox --list | wc -l) applets)"
+bb_version=$(dpkg-query -W -f='${Version}' busybox-static)
+say "busybox: rootfs from busybox-static $bb_version ($(/bin/busybox --list | wc -l) applets)"
 make_busybox_rootfs "$work/busybox-rootfs"
 new_image "$BB" latest "$work/busybox-rootfs"
 run umoci config --image "$BB:latest" --config.cmd /bin/sh --config.env "$PATH_ENV" \
