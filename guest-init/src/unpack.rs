@@ -544,3 +544,162 @@ fn xattr_failed(path: &Path, name: &[u8]) {
         "cannot set an extended attribute; skipped"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+    use protocol::{write_message, Message};
+
+    use super::*;
+
+    fn header(kind: EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1_500_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = header(EntryType::Regular, 0o644, data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn dir(b: &mut tar::Builder<Vec<u8>>, path: &str) {
+        let mut h = header(EntryType::Directory, 0o755, 0);
+        b.append_data(&mut h, path, io::empty()).unwrap();
+    }
+
+    /// Unpacks plain tar layers into a fresh directory the way a session delivers them.
+    fn unpack(layers: Vec<Vec<u8>>) -> (tempfile::TempDir, Result<()>) {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "unpack tests need root (chroot)"
+        );
+        let root = tempfile::tempdir().unwrap();
+        let mut wire = Vec::new();
+        let mut specs = Vec::new();
+        for tar in layers {
+            specs.push(LayerSpec {
+                media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+                digest: "sha256:test".into(),
+                size: tar.len() as u64,
+            });
+            for chunk in tar.chunks(1000) {
+                write_message(&mut wire, &Message::LayerData(chunk.to_vec())).unwrap();
+            }
+            write_message(&mut wire, &Message::LayerEnd).unwrap();
+        }
+        write_message(&mut wire, &Message::Started).unwrap();
+        let mut r = wire.as_slice();
+        let result = unpack_layers(root.path(), &specs, &mut r);
+        // Every layer was consumed, whatever happened.
+        assert_eq!(
+            protocol::read_message(&mut r).unwrap(),
+            Some(Message::Started)
+        );
+        (root, result)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn whiteouts_hide_lower_layers_only() {
+        let mut l1 = tar::Builder::new(Vec::new());
+        dir(&mut l1, "o");
+        file(&mut l1, "o/lower", b"1");
+        dir(&mut l1, "o/sub");
+        file(&mut l1, "o/sub/deep", b"1");
+        dir(&mut l1, "w");
+        file(&mut l1, "w/file", b"1");
+        file(&mut l1, "w/other", b"1");
+        let mut l2 = tar::Builder::new(Vec::new());
+        dir(&mut l2, "o/sub");
+        file(&mut l2, "o/sub/new", b"2");
+        file(&mut l2, "o/before", b"2");
+        file(&mut l2, "o/.wh..wh..opq", b"");
+        file(&mut l2, "o/after", b"2");
+        file(&mut l2, "w/.wh.file", b"");
+        file(&mut l2, "s/x", b"2");
+        file(&mut l2, "s/.wh.x", b"");
+        file(&mut l2, "w/.wh..wh.plnk", b"");
+        let (root, r) = unpack(vec![l1.into_inner().unwrap(), l2.into_inner().unwrap()]);
+        r.unwrap();
+        let p = root.path();
+        assert_eq!(names(&p.join("o")), ["after", "before", "sub"]);
+        assert_eq!(names(&p.join("o/sub")), ["new"]);
+        assert_eq!(names(&p.join("w")), ["other"]);
+        assert_eq!(names(&p.join("s")), ["x"]);
+    }
+
+    #[test]
+    fn metadata_devices_long_names_and_xattrs_are_applied() {
+        let mut b = tar::Builder::new(Vec::new());
+        dir(&mut b, "d");
+        let mut h = header(EntryType::Regular, 0o4755, 3);
+        h.set_uid(1000);
+        h.set_gid(2000);
+        b.append_pax_extensions([("SCHILY.xattr.user.skiff", b"yes".as_slice())])
+            .unwrap();
+        b.append_data(&mut h, "d/suid", b"abc".as_slice()).unwrap();
+        let long = format!("d/{}", "n".repeat(150));
+        file(&mut b, &long, b"long");
+        let mut h = header(EntryType::Char, 0o666, 0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, "d/null", io::empty()).unwrap();
+        let mut h = header(EntryType::Fifo, 0o600, 0);
+        b.append_data(&mut h, "d/fifo", io::empty()).unwrap();
+        let (root, r) = unpack(vec![b.into_inner().unwrap()]);
+        r.unwrap();
+        let p = root.path();
+        let m = fs::metadata(p.join("d/suid")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4755, 1000, 2000));
+        assert_eq!(m.mtime(), 1_500_000_000);
+        assert_eq!(fs::metadata(p.join("d")).unwrap().mtime(), 1_500_000_000);
+        let mut value = [0u8; 8];
+        let path = CString::new(p.join("d/suid").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and a buffer of the given length.
+        let n = unsafe {
+            libc::getxattr(
+                path.as_ptr(),
+                c"user.skiff".as_ptr(),
+                value.as_mut_ptr().cast(),
+                8,
+            )
+        };
+        assert_eq!(&value[..n as usize], b"yes");
+        assert_eq!(fs::read(p.join(&long)).unwrap(), b"long");
+        let null = fs::metadata(p.join("d/null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), makedev(1, 3));
+        assert!(fs::metadata(p.join("d/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+    }
+
+    #[test]
+    fn oversized_extension_headers_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = header(EntryType::XHeader, 0o644, MAX_META_BYTES + 1);
+        h.set_cksum();
+        b.append(&h, io::repeat(b'a').take(MAX_META_BYTES + 1))
+            .unwrap();
+        file(&mut b, "x", b"1");
+        let (_root, r) = unpack(vec![b.into_inner().unwrap()]);
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("exceeds"), "{e}");
+    }
+}
