@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -129,8 +130,14 @@ impl TestLayout {
     }
 }
 
-/// The directory of the test images, built (or found in the cache) by `tests/images/build.sh`.
+/// The directory of the test images, built (or found in the cache) by `tests/images/build.sh`
+/// once per test binary.
 pub fn test_images() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_test_images).clone()
+}
+
+fn build_test_images() -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images/build.sh");
     let out = Command::new(&script)
         .output()
