@@ -189,6 +189,14 @@ pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
     }
 }
 
+/// The guest-init under test: `$SKIFF_GUEST_INIT` (e.g. the static release build the VM
+/// uses), else the one cargo built with these tests.
+pub fn guest_init_binary() -> PathBuf {
+    std::env::var_os("SKIFF_GUEST_INIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_guest-init")))
+}
+
 /// A running `guest-init --connect-unix` process with its accepted connection.
 pub struct Guest {
     pub child: Child,
@@ -202,7 +210,7 @@ impl Guest {
         let sock = dir.path().join("session.sock");
         let listener = UnixListener::bind(&sock).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_guest-init"))
+        let mut child = Command::new(guest_init_binary())
             .arg("--connect-unix")
             .arg(&sock)
             .spawn()
