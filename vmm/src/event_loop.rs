@@ -118,13 +118,14 @@ fn run(epoll: Epoll, mut sources: Vec<Source>, devices: Vec<Arc<Mutex<MmioTransp
                         t.notify(*queue);
                     }
                 }
-                Some(Source::Backend { device }) => {
-                    if backend_token[*device].map(|(_, tok)| tok) == Some(ev.data() as usize) {
-                        if let Ok(mut t) = devices[*device].lock() {
-                            t.backend_ready();
-                        }
+                Some(Source::Backend { device })
+                    if backend_token[*device].map(|(_, tok)| tok) == Some(ev.data() as usize) =>
+                {
+                    if let Ok(mut t) = devices[*device].lock() {
+                        t.backend_ready();
                     }
                 }
+                Some(Source::Backend { .. }) => {}
                 None => {}
             }
         }

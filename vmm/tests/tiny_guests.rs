@@ -16,9 +16,12 @@ use skiff_vmm::{run_vm, SerialOutput, StopHandle, VmConfig, VmmError};
 const TEST_PORT: u16 = 0x510;
 const TEST_MMIO: u64 = 0xd100_0000;
 
+/// Every write a [`Recorder`] saw: (offset, bytes).
+type Writes = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
 /// Records every write; reads return `read_value`. Stops the VM after `stop_after` writes.
 struct Recorder {
-    writes: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+    writes: Writes,
     read_value: u32,
     stop: Option<(usize, StopHandle)>,
 }
@@ -40,8 +43,6 @@ impl BusDevice for Recorder {
         None
     }
 }
-
-type Writes = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
 
 fn machine(vcpus: u8) -> Machine {
     let kvm = KvmHypervisor::new().expect("these tests need /dev/kvm");

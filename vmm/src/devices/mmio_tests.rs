@@ -16,10 +16,13 @@ const FEATURE_A: u64 = 1 << 0;
 const FEATURE_B: u64 = 1 << 3;
 const CONFIG: [u8; 8] = [3, 0, 0, 0, 0, 0, 0, 0];
 
+/// A queue as the device received it: size, descriptor table, driver area, device area.
+type QueueSeen = (u16, u64, u64, u64);
+
 /// What the transport did to the device.
 #[derive(Default)]
 struct Record {
-    activated: Option<(u64, Vec<(u16, u64, u64, u64)>)>,
+    activated: Option<(u64, Vec<QueueSeen>)>,
     notified: Vec<u16>,
     resets: u32,
     interrupt: Option<Arc<VirtioInterrupt>>,
