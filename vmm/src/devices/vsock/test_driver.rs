@@ -1,18 +1,21 @@
-//! Test-only guest driver: owns guest memory and the RX/TX split queues (laid out with
-//! virtio-queue's mock rings), builds descriptor chains the way a guest kernel would, runs
-//! the device, and reads packets back from the used ring.
+//! Test-only guest driver: owns guest memory and the RX/TX split queues, builds descriptor
+//! chains the way a guest kernel would, runs the device, and reads packets back from the used
+//! ring. (virtio-queue 0.18's `MockSplitQueue` places the used ring inside the upper half of
+//! the available ring — `SplitQueueRing::end` adds an element count, not bytes — so queues
+//! that cycle through more than half their slots need this layout of their own.)
 
 use std::collections::HashMap;
 use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
-use virtio_queue::mock::MockSplitQueue;
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::connection::CONN_BUF_ALLOC;
 use super::device::VsockDevice;
 use super::packet::{Header, Op, HDR_LEN, HOST_CID, TYPE_STREAM};
 
@@ -37,13 +40,29 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// Lays the queue out at `base`: descriptor table, available ring, used ring (4-aligned).
     fn new(mem: &GuestMemoryMmap, base: u64) -> (Ring, Queue) {
-        let mock = MockSplitQueue::create(mem, GuestAddress(base), QUEUE_SIZE);
-        let queue = mock.create_queue::<Queue>().unwrap();
+        let size = u64::from(QUEUE_SIZE);
+        let desc = base;
+        let avail = desc + 16 * size;
+        let used = (avail + 6 + 2 * size + 3) & !3;
+        let zeros = vec![0u8; (used + 6 + 8 * size - base) as usize];
+        mem.write_slice(&zeros, GuestAddress(base)).unwrap();
+        let mut queue = Queue::new(QUEUE_SIZE).unwrap();
+        queue.set_size(QUEUE_SIZE);
+        let split = |a: u64| (Some(a as u32), Some((a >> 32) as u32));
+        let (lo, hi) = split(desc);
+        queue.set_desc_table_address(lo, hi);
+        let (lo, hi) = split(avail);
+        queue.set_avail_ring_address(lo, hi);
+        let (lo, hi) = split(used);
+        queue.set_used_ring_address(lo, hi);
+        queue.set_ready(true);
+        assert!(queue.is_valid(mem));
         let ring = Ring {
-            desc: mock.desc_table_addr(),
-            avail: mock.avail_addr(),
-            used: mock.used_addr(),
+            desc: GuestAddress(desc),
+            avail: GuestAddress(avail),
+            used: GuestAddress(used),
             avail_idx: 0,
             used_seen: 0,
             free: (0..QUEUE_SIZE).rev().collect(),
@@ -106,7 +125,7 @@ impl Ring {
             let chain = self
                 .chains
                 .remove(&(id as u16))
-                .expect("used id is a chain head");
+                .unwrap_or_else(|| panic!("used id {id} (len {len}) is not an offered chain head"));
             self.free.extend(chain.iter().map(|c| c.0));
             out.push((chain.iter().map(|c| (c.1, c.2)).collect(), len));
             self.used_seen = self.used_seen.wrapping_add(1);
@@ -310,6 +329,28 @@ impl TestGuest {
             );
             self.wait_for_backend(Duration::from_millis(10));
         }
+    }
+
+    /// Opens a guest-initiated connection from `guest_port` to host port `host_port` (a
+    /// listener on `U_<host_port>`), checks the `RESPONSE`, returns the listener and the
+    /// accepted host end.
+    pub fn connect_from_guest(
+        &mut self,
+        guest_port: u32,
+        host_port: u32,
+    ) -> (UnixListener, UnixStream) {
+        let listener = UnixListener::bind(self.port_path(host_port)).unwrap();
+        self.offer_rx(8, &[4096]);
+        self.send_op(Op::Request, guest_port, host_port);
+        let pkts = self.pump_until(|p| !p.is_empty());
+        assert_eq!(pkts.len(), 1);
+        let r = &pkts[0];
+        assert_eq!(r.op(), Op::Response);
+        assert_eq!((r.hdr.src_cid, r.hdr.dst_cid), (HOST_CID, GUEST_CID));
+        assert_eq!((r.hdr.src_port, r.hdr.dst_port), (host_port, guest_port));
+        assert_eq!(r.hdr.buf_alloc, CONN_BUF_ALLOC);
+        let (host, _) = listener.accept().unwrap();
+        (listener, host)
     }
 
     /// Blocks until the device fd is readable or `timeout` passes.

@@ -6,7 +6,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
 use super::connection::CONN_BUF_ALLOC;
-use super::packet::{Op, HOST_CID, SHUTDOWN_RCV, SHUTDOWN_SEND};
+use super::packet::{Op, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use super::test_driver::{RxPacket, TestGuest, GUEST_CID};
 
 const GUEST_PORT: u32 = 5000;
@@ -46,18 +46,7 @@ fn assert_closed(stream: &mut UnixStream) {
 
 /// Guest connects to `HOST_PORT`; returns the host end accepted from `U_1024`.
 fn guest_connect(g: &mut TestGuest) -> (UnixListener, UnixStream) {
-    let listener = UnixListener::bind(g.port_path(HOST_PORT)).unwrap();
-    g.offer_rx(8, &[4096]);
-    g.send_op(Op::Request, GUEST_PORT, HOST_PORT);
-    let pkts = g.pump_until(|p| !p.is_empty());
-    assert_eq!(pkts.len(), 1);
-    let r = &pkts[0];
-    assert_eq!(r.op(), Op::Response);
-    assert_eq!((r.hdr.src_cid, r.hdr.dst_cid), (HOST_CID, GUEST_CID));
-    assert_eq!((r.hdr.src_port, r.hdr.dst_port), (HOST_PORT, GUEST_PORT));
-    assert_eq!(r.hdr.buf_alloc, CONN_BUF_ALLOC);
-    let (host, _) = listener.accept().unwrap();
-    (listener, host)
+    g.connect_from_guest(GUEST_PORT, HOST_PORT)
 }
 
 #[test]

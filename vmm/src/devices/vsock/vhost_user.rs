@@ -323,3 +323,113 @@ impl Drop for VhostUserServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn wait_finished(server: &VhostUserServer, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !server.is_finished() {
+            assert!(Instant::now() < deadline, "server still running");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn stops_cleanly_before_a_front_end_connects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sock, uds) = (dir.path().join("vhost.sock"), dir.path().join("vsock.sock"));
+        let server = serve_vhost_user(&sock, 3, &uds).unwrap();
+        assert!(sock.exists() && uds.exists());
+        assert!(!server.is_finished());
+        server.stop().unwrap();
+        assert!(!sock.exists(), "vhost-user socket removed");
+        assert!(!uds.exists(), "vsock socket removed");
+    }
+
+    #[test]
+    fn ends_by_itself_when_the_front_end_disconnects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sock, uds) = (dir.path().join("vhost.sock"), dir.path().join("vsock.sock"));
+        let server = serve_vhost_user(&sock, 3, &uds).unwrap();
+        let front_end = UnixStream::connect(&sock).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!server.is_finished());
+        drop(front_end);
+        wait_finished(&server, Duration::from_secs(5));
+        server.wait().unwrap();
+        assert!(!uds.exists());
+    }
+
+    #[test]
+    fn stop_disconnects_an_attached_front_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sock, uds) = (dir.path().join("vhost.sock"), dir.path().join("vsock.sock"));
+        let server = serve_vhost_user(&sock, 3, &uds).unwrap();
+        let mut front_end = UnixStream::connect(&sock).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        server.stop().unwrap();
+        let mut b = [0u8; 1];
+        front_end
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert_eq!(std::io::Read::read(&mut front_end, &mut b).unwrap(), 0);
+    }
+
+    /// QEMU negotiates with the backend at start-up (features, protocol features, config);
+    /// the guest stays paused (`-S`). Killing QEMU ends the server.
+    #[test]
+    fn qemu_attaches_and_its_exit_ends_the_server() {
+        let qemu = "qemu-system-x86_64";
+        let dir = tempfile::tempdir().unwrap();
+        let (sock, uds) = (dir.path().join("vhost.sock"), dir.path().join("vsock.sock"));
+        let server = serve_vhost_user(&sock, 3, &uds).unwrap();
+        let mut child = Command::new(qemu)
+            .args([
+                "-M",
+                "microvm,x-option-roms=off,isa-serial=off,rtc=off,acpi=off,memory-backend=mem",
+                "-accel",
+                "tcg",
+                "-m",
+                "64",
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-S",
+                "-object",
+                "memory-backend-memfd,id=mem,size=64M,share=on",
+                "-chardev",
+            ])
+            .arg(format!("socket,id=char0,path={}", sock.display()))
+            .args([
+                "-device",
+                "vhost-user-vsock-device,chardev=char0",
+                "-global",
+                "virtio-mmio.force-legacy=false",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{qemu} is required for this test (apt-get install qemu-system-x86): {e}")
+            });
+        std::thread::sleep(Duration::from_millis(1500));
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("qemu exited early ({status}): {err}");
+        }
+        assert!(!server.is_finished(), "backend serves the attached QEMU");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        wait_finished(&server, Duration::from_secs(5));
+        server.wait().unwrap();
+        assert!(!uds.exists());
+    }
+}
