@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use crate::boot::{self, BootError, KernelBoot};
 use crate::devices::console::{ConsoleWriter, PanicNote};
+use crate::devices::virtio_vsock::VirtioVsock;
+use crate::devices::vsock::{VsockDevice, VsockError};
 use crate::hypervisor::kvm::KvmHypervisor;
 use crate::hypervisor::HypervisorError;
 use crate::stop::StopHandle;
@@ -63,8 +65,8 @@ pub enum VmmError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("vsock device is not available in this build")]
-    VsockUnavailable,
+    #[error("cannot create the vsock device on {}: {source}", path.display())]
+    Vsock { path: PathBuf, source: VsockError },
     #[error(transparent)]
     Hypervisor(HypervisorError),
     #[error(transparent)]
@@ -143,10 +145,16 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
         panic.clone(),
     )))?;
     machine.add_i8042()?;
-    if config.vsock.is_some() {
-        return Err(VmmError::VsockUnavailable);
+    let mut cmdline = config.cmdline.clone();
+    if let Some((cid, path)) = &config.vsock {
+        let device = VsockDevice::new(*cid, path).map_err(|source| VmmError::Vsock {
+            path: path.clone(),
+            source,
+        })?;
+        let entry = machine.add_virtio(Box::new(VirtioVsock::new(device)))?;
+        cmdline.push(' ');
+        cmdline.push_str(&entry);
     }
-    let cmdline = config.cmdline.clone();
     let state = boot::load_kernel(
         machine.memory(),
         &KernelBoot {

@@ -1,6 +1,7 @@
 //! The real guest kernel from `kernel-config/` booted by skiff's VMM on KVM: within a bounded
-//! time the console log shows the Linux banner, the exact command line skiff passed, and the
-//! e820 map of the requested memory size; then the test stops the VM.
+//! time the console log shows the Linux banner, the exact command line skiff passed (with its
+//! `virtio_mmio.device=` entry for the vsock device), and the e820 map of the requested memory
+//! size; then the test stops the VM.
 //!
 //! The kernel comes from `SKIFF_KERNEL`, else from `kernel-config/build.sh` (which builds it if
 //! it is not cached). Guest code is emulated on some hosts, hence the generous bound.
@@ -52,7 +53,7 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
         initramfs: None,
         cmdline: cmdline.clone(),
         serial: SerialOutput::File(log.clone()),
-        vsock: None,
+        vsock: Some((3, dir.path().join("vsock.sock"))),
     };
     let stop = StopHandle::new();
     let vm = {
@@ -66,7 +67,8 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
     );
     let wanted = [
         "Linux version ".to_string(),
-        format!("Kernel command line: {cmdline}"),
+        // skiff announces the vsock device after the caller's command line.
+        format!("Kernel command line: {cmdline} virtio_mmio.device=4K@0xd0000000:5"),
         "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable".to_string(),
         last_usable,
     ];

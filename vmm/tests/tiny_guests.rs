@@ -379,3 +379,24 @@ fn kernel_errors_are_distinct() {
         "{e}"
     );
 }
+
+#[test]
+fn vsock_device_is_attached_and_bad_cids_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("tiny.elf");
+    std::fs::write(
+        &kernel,
+        tiny_guest::pvh_elf(&tiny_guest::SERIAL_THEN_TRIPLE_FAULT),
+    )
+    .unwrap();
+    let socket = dir.path().join("vsock.sock");
+
+    let mut cfg = config(kernel, SerialOutput::Sink);
+    cfg.vsock = Some((3, socket.clone()));
+    let exit = run_vm(&cfg, &StopHandle::new()).unwrap();
+    assert_eq!(exit, VmExit::Reset(ResetCause::TripleFault));
+
+    cfg.vsock = Some((2, socket));
+    let e = run_vm(&cfg, &StopHandle::new()).unwrap_err();
+    assert!(matches!(e, VmmError::Vsock { .. }), "{e}");
+}

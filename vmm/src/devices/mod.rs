@@ -1,7 +1,8 @@
 //! Emulated devices of skiff's VMM.
-pub mod vsock;
 pub mod console;
 pub mod i8042;
 pub mod mmio;
 pub mod serial;
 pub mod virtio;
+pub mod vsock;
+pub mod virtio_vsock;
