@@ -464,7 +464,7 @@ fn bench_container_setup() {
         .blob(dir.path(), Comp::Plain);
     layers.push(s);
     blobs.push(p);
-    let s = spec(&["true"], layers);
+    let s = spec(&["true"], layers.clone());
     let mut start = Vec::new();
     let mut exit = Vec::new();
     for _ in 0..RUNS {
@@ -474,6 +474,7 @@ fn bench_container_setup() {
         exit.push(r.timings.exit.unwrap());
     }
     let crun = crun_runs(dir.path(), RUNS);
+    let gib = stdout_gib(&layers, &blobs);
     let (smin, smed) = support::min_median(start);
     let (emin, emed) = support::min_median(exit);
     let (cmin, cmed) = support::min_median(crun);
@@ -481,10 +482,42 @@ fn bench_container_setup() {
     println!("BENCH guest_init_setup_to_exit_ms min={emin:.3} median={emed:.3}");
     println!("BENCH crun_run_true_ms min={cmin:.3} median={cmed:.3}");
     println!(
+        "BENCH guest_init_stdout_1gib_ms {:.1}",
+        gib.as_secs_f64() * 1e3
+    );
+    println!(
         "BENCH ratio_setup_to_exit_vs_crun median={:.2} min={:.2}",
         emed / cmed,
         emin / cmin
     );
+}
+
+/// Counts bytes, keeps none.
+struct Sink(u64);
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Time from `Started` to `Exit` of a container writing 1 GiB to stdout (`dd bs=1M`: busybox
+/// `head -c` alone needs seconds for a GiB).
+fn stdout_gib(layers: &[LayerSpec], blobs: &[PathBuf]) -> Duration {
+    let s = spec(
+        &["dd", "if=/dev/zero", "bs=1M", "count=1024"],
+        layers.to_vec(),
+    );
+    let mut sink = Sink(0);
+    let (r, _) = Guest::start().run(&s, blobs, None, &mut sink);
+    let r = r.unwrap();
+    assert_eq!(r.outcome, exited(0));
+    assert_eq!(sink.0, 1 << 30);
+    r.timings.exit.unwrap() - r.timings.start
 }
 
 /// Times `crun run` of `true` in the busybox rootfs, in a private mount namespace without

@@ -37,7 +37,7 @@
 //! after `run` returns; it ends at its next read result.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +49,9 @@ use protocol::{
     RunSpec, Stream, MAX_CHUNK, VERSION,
 };
 use tracing::debug;
+
+/// Read buffer of the session stream: many small frames cost one read.
+const READ_BUF: usize = 1 << 20;
 
 /// Why a session could not be carried through.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +178,7 @@ impl SignalSender {
 
 /// One session with guest-init.
 pub struct Session {
-    reader: UnixStream,
+    reader: BufReader<UnixStream>,
     shared: Arc<Shared>,
 }
 
@@ -187,7 +190,7 @@ impl Session {
             source,
         })?;
         Ok(Session {
-            reader: stream,
+            reader: BufReader::with_capacity(READ_BUF, stream),
             shared: Arc::new(Shared {
                 writer: Mutex::new(writer),
                 phase: Mutex::new(Phase::Starting(Vec::new())),

@@ -250,8 +250,20 @@ pub fn write_data<W: Write + ?Sized>(
     header[..4].copy_from_slice(&(len as u32).to_le_bytes());
     header[4] = TAG_DATA;
     header[5] = stream.to_byte();
-    w.write_all(&header)?;
-    w.write_all(bytes)?;
+    // One writev for the whole frame in the common case; finish with write_all if it was short.
+    let mut done = loop {
+        match w.write_vectored(&[io::IoSlice::new(&header), io::IoSlice::new(bytes)]) {
+            Ok(0) => return Err(ProtocolError::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if done < header.len() {
+        w.write_all(&header[done..])?;
+        done = header.len();
+    }
+    w.write_all(&bytes[done - header.len()..])?;
     Ok(())
 }
 

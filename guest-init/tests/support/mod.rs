@@ -168,7 +168,7 @@ pub fn busybox_layer() -> Layer {
         );
     for tool in [
         "sh", "cat", "id", "env", "pwd", "true", "kill", "ls", "echo", "find", "sort", "stat",
-        "hostname", "sleep", "readlink", "head",
+        "hostname", "sleep", "readlink", "head", "dd",
     ] {
         l = l.symlink(&format!("bin/{tool}"), "busybox");
     }
