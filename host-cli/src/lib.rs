@@ -1,3 +1,11 @@
-//! The skiff library: what the `skiff` command is built from.
+//! skiff: run OCI containers, each in its own lightweight virtual machine. The `skiff` binary
+//! is a thin front over these modules.
 
+pub mod assets;
+pub mod cli;
+pub mod console;
+pub mod dirs;
+pub mod engine;
+pub mod initramfs;
+pub mod run;
 pub mod session;

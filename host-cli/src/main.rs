@@ -1,2 +1,44 @@
-//! The skiff command.
-fn main() {}
+//! The `skiff` command: parses the command line, sets up logging, runs the subcommand and exits
+//! with docker's codes (125 for skiff's own errors).
+
+use clap::Parser;
+use skiff::cli::{Cli, Command};
+
+/// docker's exit code for an error of the runner itself.
+const EXIT_SKIFF_ERROR: i32 = 125;
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_SKIFF_ERROR } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging(cli.debug);
+    let result = match cli.command {
+        Command::Run(args) => skiff::run::run(args, cli.debug),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("skiff: error: {e:#}");
+            std::process::exit(EXIT_SKIFF_ERROR);
+        }
+    }
+}
+
+/// Logs go to stderr; the filter comes from `SKIFF_LOG`, then `RUST_LOG`, else `warn`
+/// (`debug` with `--debug`).
+fn init_logging(debug: bool) {
+    let default = if debug { "debug" } else { "warn" };
+    let filter = std::env::var("SKIFF_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.to_string());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+}

@@ -1,1 +1,110 @@
-//! Shared helpers of the end-to-end tests.
+//! Shared helpers of the end-to-end tests: where the built skiff, guest-init and test images
+//! are, and running `skiff` as a user would, with a deadline.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// The `skiff` binary of the profile the tests were built with (`target/<profile>/skiff`).
+pub fn skiff_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executables live in target/<profile>/deps");
+    let bin = profile_dir.join("skiff");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (scripts/build.sh, or cargo build -p skiff)",
+        bin.display()
+    );
+    bin
+}
+
+/// The test images directory built by `tests/images/build.sh` (a cached no-op when built).
+pub fn images_dir() -> PathBuf {
+    let script = workspace().join("tests/images/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/images/build.sh");
+    assert!(
+        out.status.success(),
+        "tests/images/build.sh failed: the full-stack tests need the test images"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("build.sh prints the image directory")
+            .trim(),
+    )
+}
+
+/// The sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Runs `cmd` to completion, feeding `stdin` from a thread, killing it after `deadline`.
+pub fn run_with_deadline(mut cmd: Command, stdin: &[u8], deadline: Duration) -> Result<Output> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    let mut input = child.stdin.take().context("stdin")?;
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out_reader = spawn_reader(child.stdout.take().context("stdout")?);
+    let err_reader = spawn_reader(child.stderr.take().context("stderr")?);
+    let status = wait_deadline(&mut child, deadline)?;
+    let _ = feeder.join();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+fn spawn_reader<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+fn wait_deadline(child: &mut Child, deadline: Duration) -> Result<std::process::ExitStatus> {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            return Ok(s);
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{child:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

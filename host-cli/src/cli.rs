@@ -1,0 +1,143 @@
+//! The command line: clap definitions of `skiff` and its subcommands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Run OCI containers, each in its own lightweight virtual machine.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, propagate_version = true)]
+pub struct Cli {
+    /// Show debug logs and the guest's console output.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new container.
+    Run(RunArgs),
+}
+
+/// Which virtual machine monitor runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// skiff's own VMM when guest code runs natively on this host, else qemu.
+    Auto,
+    /// skiff's own VMM on /dev/kvm.
+    Kvm,
+    /// qemu-system-x86_64 -M microvm (KVM when usable, else software emulation).
+    Qemu,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits (containers keep no state yet, so this is the default).
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open and send it to the container.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to take the host's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (one KEY=VALUE per line).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: USER[:GROUP], names or numeric ids.
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Override the image's entrypoint ("" clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// The container's hostname.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Number of virtual CPUs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub cpus: u8,
+    /// Guest memory, e.g. 512m or 2g.
+    #[arg(long, default_value = "512m", value_parser = parse_memory_mib)]
+    pub memory: u32,
+    /// The virtual machine monitor.
+    #[arg(long, value_enum, default_value_t = EngineKind::Auto, env = "SKIFF_ENGINE")]
+    pub engine: EngineKind,
+    /// The image: oci:DIR[:TAG] or oci-archive:FILE[:TAG].
+    pub image: String,
+    /// The command and its arguments (default: the image's).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// Parses a memory size (`512m`, `2g`, `1048576k`, plain bytes) into MiB.
+pub fn parse_memory_mib(s: &str) -> Result<u32, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid memory size {s:?}: use a number with k, m or g"))?;
+    let bytes = match unit {
+        "" => Some(n),
+        "k" => n.checked_mul(1 << 10),
+        "m" => n.checked_mul(1 << 20),
+        "g" => n.checked_mul(1 << 30),
+        _ => return Err(format!("invalid memory size {s:?}: use k, m or g")),
+    }
+    .ok_or_else(|| format!("memory size {s:?} is too large"))?;
+    let mib = bytes >> 20;
+    if mib < 64 {
+        return Err(format!(
+            "memory size {s:?} is too small: the guest needs at least 64m"
+        ));
+    }
+    u32::try_from(mib)
+        .ok()
+        .filter(|&m| m <= 1 << 20)
+        .ok_or_else(|| format!("memory size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes() {
+        assert_eq!(parse_memory_mib("512m"), Ok(512));
+        assert_eq!(parse_memory_mib("2G"), Ok(2048));
+        assert_eq!(parse_memory_mib("1gb"), Ok(1024));
+        assert_eq!(parse_memory_mib("131072k"), Ok(128));
+        assert_eq!(parse_memory_mib("268435456"), Ok(256));
+        assert!(parse_memory_mib("1m").is_err());
+        assert!(parse_memory_mib("12x").is_err());
+        assert!(parse_memory_mib("").is_err());
+        assert!(parse_memory_mib("99999999999999999999g").is_err());
+    }
+
+    #[test]
+    fn command_after_image_keeps_its_flags() {
+        let cli = Cli::try_parse_from([
+            "skiff",
+            "run",
+            "-e",
+            "A=1",
+            "oci:x",
+            "sh",
+            "-c",
+            "echo -n hi",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command;
+        assert_eq!(r.image, "oci:x");
+        assert_eq!(r.command, ["sh", "-c", "echo -n hi"]);
+        assert_eq!(r.env, ["A=1"]);
+    }
+}

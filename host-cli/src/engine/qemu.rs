@@ -1,0 +1,211 @@
+//! The qemu engine: `qemu-system-x86_64 -M microvm`, with KVM when guest code runs natively and
+//! QEMU's software CPU (TCG) otherwise. Guest memory is a shared memfd so that skiff's own
+//! virtio-vsock device, served over vhost-user from a thread of this process, can reach it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use vmm::devices::vsock::vhost_user::{serve_vhost_user, VhostUserServer};
+
+use super::{BootConfig, Machine, GUEST_CID};
+
+/// A running qemu process and the vsock backend serving it.
+pub struct Qemu {
+    child: Child,
+    backend: Option<VhostUserServer>,
+    qemu_log: PathBuf,
+}
+
+/// The qemu binary: `$SKIFF_QEMU`, else `qemu-system-x86_64` on `PATH`.
+fn qemu_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("SKIFF_QEMU").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+        .context(
+            "qemu-system-x86_64 is not installed: install it (apt-get install qemu-system-x86) or use --engine kvm",
+        )
+}
+
+/// The qemu command line for `boot`, with the vhost-user socket at `vhost`.
+fn arguments(boot: &BootConfig, vhost: &Path, accel_kvm: bool) -> Vec<String> {
+    let mem = boot.memory_mib;
+    let (accel, cpu) = if accel_kvm {
+        ("kvm", "host")
+    } else {
+        ("tcg", "max")
+    };
+    [
+        "-M",
+        "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem",
+        "-accel",
+        accel,
+        "-cpu",
+        cpu,
+        "-m",
+        &format!("{mem}M"),
+        "-smp",
+        &boot.cpus.to_string(),
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-chardev",
+        &format!("file,id=console,path={}", boot.console_log.display()),
+        "-serial",
+        "chardev:console",
+        "-chardev",
+        &format!("socket,id=vhost,path={}", vhost.display()),
+        "-device",
+        "vhost-user-vsock-device,chardev=vhost",
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-kernel",
+        &boot.kernel.display().to_string(),
+        "-initrd",
+        &boot.initramfs.display().to_string(),
+        "-append",
+        &boot.cmdline,
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl Qemu {
+    /// Starts the vsock backend, then qemu.
+    pub fn start(boot: &BootConfig) -> Result<Qemu> {
+        let qemu = qemu_binary()?;
+        let dir = boot
+            .vsock_uds
+            .parent()
+            .context("the vsock socket path has no directory")?;
+        let vhost = dir.join("vhost.sock");
+        let backend = serve_vhost_user(&vhost, GUEST_CID, &boot.vsock_uds)
+            .with_context(|| format!("cannot serve the vsock device on {}", vhost.display()))?;
+        let accel_kvm = super::kvm::probe().is_ok();
+        let qemu_log = dir.join("qemu.log");
+        let log = File::create(&qemu_log)
+            .with_context(|| format!("cannot create {}", qemu_log.display()))?;
+        let log2 = log
+            .try_clone()
+            .context("cannot duplicate the qemu log file")?;
+        let args = arguments(boot, &vhost, accel_kvm);
+        tracing::debug!(qemu = %qemu.display(), ?args, "starting qemu");
+        let child = Command::new(&qemu)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .with_context(|| format!("cannot start {}", qemu.display()))?;
+        Ok(Qemu {
+            child,
+            backend: Some(backend),
+            qemu_log,
+        })
+    }
+
+    fn describe(&self, status: std::process::ExitStatus) -> String {
+        let log = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
+        let last = log.lines().rev().find(|l| !l.trim().is_empty());
+        match (status.code(), last) {
+            (Some(0), _) => "the VM powered off".to_string(),
+            (_, Some(line)) => format!("qemu failed ({status}): {}", line.trim()),
+            (_, None) => format!("qemu ended ({status})"),
+        }
+    }
+
+    fn stop_backend(&mut self) {
+        if let Some(b) = self.backend.take() {
+            if let Err(e) = b.stop() {
+                tracing::warn!("vsock backend: {e}");
+            }
+        }
+    }
+}
+
+impl Machine for Qemu {
+    fn poll_exit(&mut self) -> Result<Option<String>> {
+        match self.child.try_wait().context("cannot wait for qemu")? {
+            Some(status) => {
+                self.stop_backend();
+                Ok(Some(self.describe(status)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn shutdown(&mut self, grace: Duration) -> Result<String> {
+        let deadline = Instant::now() + grace;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().context("cannot wait for qemu")? {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                tracing::debug!("qemu did not stop by itself; killing it");
+                let _ = self.child.kill();
+                break self.child.wait().context("cannot wait for qemu")?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.stop_backend();
+        Ok(self.describe(status))
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        self.stop_backend();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qemu_arguments_carry_the_boot_config() {
+        let boot = BootConfig {
+            kernel: "/k/vmlinux".into(),
+            initramfs: "/c/init.cpio".into(),
+            cmdline: "console=ttyS0 quiet".into(),
+            cpus: 2,
+            memory_mib: 768,
+            vsock_uds: "/r/vsock".into(),
+            console_log: "/r/console.log".into(),
+        };
+        let a = arguments(&boot, Path::new("/r/vhost.sock"), false).join(" ");
+        for want in [
+            "acpi=off",
+            "-accel tcg -cpu max",
+            "-m 768M",
+            "-smp 2",
+            "memory-backend-memfd,id=mem,size=768M,share=on",
+            "path=/r/console.log",
+            "socket,id=vhost,path=/r/vhost.sock",
+            "vhost-user-vsock-device,chardev=vhost",
+            "-kernel /k/vmlinux -initrd /c/init.cpio",
+            "-append console=ttyS0 quiet",
+            "-no-reboot",
+        ] {
+            assert!(a.contains(want), "{want:?} missing from {a}");
+        }
+        assert!(arguments(&boot, Path::new("/v"), true)
+            .join(" ")
+            .contains("-accel kvm -cpu host"));
+    }
+}

@@ -1,0 +1,22 @@
+#!/bin/bash
+# The project's test command (CI runs this through .ci/run): installs what the tests need,
+# builds the guest kernel, guest-init and the test images (all cached outside the repository),
+# checks formatting and lints, then runs every test, including the full stack under QEMU.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/deps.sh
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+PROFILE=dev scripts/build.sh
+echo "==> test images" >&2
+tests/images/build.sh >/dev/null
+
+echo "==> cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "==> cargo clippy" >&2
+cargo clippy --quiet --workspace --all-targets -- -D warnings
+echo "==> cargo test" >&2
+export SKIFF_GUEST_INIT=$PWD/target/x86_64-unknown-linux-gnu/release/guest-init
+cargo test --workspace -- --test-threads=2
+echo "==> the kvm engine end to end" >&2
+tests/full-stack-kvm
