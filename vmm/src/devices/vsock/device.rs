@@ -22,7 +22,7 @@ pub const TX_QUEUE: usize = 1;
 pub const EVENT_QUEUE: usize = 2;
 pub const NUM_QUEUES: usize = 3;
 /// Largest queue size the device accepts.
-pub const QUEUE_MAX_SIZE: u16 = 256;
+pub const QUEUE_MAX_SIZE: u16 = 1024;
 /// Features the device offers over any transport.
 pub const DEVICE_FEATURES: u64 = 1 << VIRTIO_F_VERSION_1;
 
