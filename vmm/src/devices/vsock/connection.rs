@@ -6,11 +6,15 @@ use std::net::Shutdown;
 use std::num::Wrapping;
 use std::os::unix::net::UnixStream;
 
-use vm_memory::{GuestMemory, Permissions, ReadVolatile, VolatileMemoryError, WriteVolatile};
+use vm_memory::bitmap::BitmapSlice;
+use vm_memory::{
+    GuestMemory, GuestMemoryError, Permissions, ReadVolatile, VolatileMemoryError, VolatileSlice,
+};
 use vmm_sys_util::epoll::EventSet;
 
 use super::chain::ChainBuffer;
 use super::packet::{Header, Op, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND};
+use super::socket::{send_vectored, NoSigPipe};
 use super::txbuf::{Overflow, TxBuf};
 
 /// Receive buffer the device advertises to the guest per connection (`buf_alloc`); also the
@@ -167,7 +171,7 @@ impl Connection {
         }
         // A freshly accepted socket has an empty send buffer: this short line cannot block.
         let line = format!("OK {}\n", self.key.local_port);
-        match self.stream.write(line.as_bytes()) {
+        match NoSigPipe(&self.stream).write(line.as_bytes()) {
             Ok(n) if n == line.len() => {}
             Ok(_) => return Err(ConnError::HostWrite(ErrorKind::WriteZero.into())),
             Err(e) => return Err(ConnError::HostWrite(e)),
@@ -209,26 +213,33 @@ impl Connection {
                 "data after the guest shut down sending",
             ));
         }
+        let mut slices = Vec::new();
         for (addr, seg_len) in chain.ranges(offset, len) {
-            let slices = mem
+            let at = |e: GuestMemoryError| {
+                ConnError::GuestMemory(format!("TX payload at {:#x}: {e}", addr.0))
+            };
+            for slice in mem
                 .get_slices(addr, seg_len, Permissions::Read)
-                .map_err(|e| ConnError::GuestMemory(format!("TX payload at {:#x}: {e}", addr.0)))?;
-            for slice in slices {
-                let slice = slice.map_err(|e| {
-                    ConnError::GuestMemory(format!("TX payload at {:#x}: {e}", addr.0))
-                })?;
-                let mut written = 0;
-                if self.txbuf.is_empty() {
-                    written = write_some(&mut self.stream, &slice)?;
-                    self.fwd_cnt += written as u32;
-                }
-                if written < slice.len() {
-                    let rest = slice
-                        .offset(written)
-                        .map_err(|e| ConnError::GuestMemory(e.to_string()))?;
-                    self.txbuf.push(&rest)?;
-                }
+                .map_err(at)?
+            {
+                slices.push(slice.map_err(at)?);
             }
+        }
+        let mut written = 0;
+        if self.txbuf.is_empty() {
+            written = write_gathered(&self.stream, &slices)?;
+            self.fwd_cnt += written as u32;
+        }
+        for slice in &slices {
+            if written >= slice.len() {
+                written -= slice.len();
+                continue;
+            }
+            let rest = slice
+                .offset(written)
+                .map_err(|e| ConnError::GuestMemory(e.to_string()))?;
+            self.txbuf.push(&rest)?;
+            written = 0;
         }
         self.rx_cnt += len as u32;
         self.note_forwarded();
@@ -424,24 +435,30 @@ impl Connection {
     }
 }
 
-/// Writes what the socket takes now; `WouldBlock` is not an error.
-fn write_some<B: vm_memory::bitmap::BitmapSlice>(
-    stream: &mut UnixStream,
-    slice: &vm_memory::VolatileSlice<'_, B>,
+/// Most guest memory slices handed to one send; any beyond go through the buffer.
+const MAX_IOVECS: usize = 16;
+
+/// Sends what the socket takes now from `slices`, in order, with one syscall;
+/// `WouldBlock` counts as nothing written.
+fn write_gathered<B: BitmapSlice>(
+    stream: &UnixStream,
+    slices: &[VolatileSlice<'_, B>],
 ) -> Result<usize, ConnError> {
-    let mut done = 0;
-    while done < slice.len() {
-        let part = slice
-            .offset(done)
-            .map_err(|e| ConnError::GuestMemory(e.to_string()))?;
-        match stream.write_volatile(&part) {
-            Ok(0) => return Err(ConnError::HostWrite(ErrorKind::WriteZero.into())),
-            Ok(n) => done += n,
-            Err(VolatileMemoryError::IOError(e)) if e.kind() == ErrorKind::Interrupted => {}
-            Err(VolatileMemoryError::IOError(e)) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(VolatileMemoryError::IOError(e)) => return Err(ConnError::HostWrite(e)),
-            Err(e) => return Err(ConnError::GuestMemory(e.to_string())),
-        }
+    let slices = &slices[..slices.len().min(MAX_IOVECS)];
+    let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
+    let iovecs: Vec<libc::iovec> = guards
+        .iter()
+        .zip(slices)
+        .map(|(g, s)| libc::iovec {
+            iov_base: g.as_ptr() as *mut libc::c_void,
+            iov_len: s.len(),
+        })
+        .collect();
+    // SAFETY: every iovec covers a mapped guest memory range kept alive by its guard until
+    // the call returns.
+    match unsafe { send_vectored(stream, &iovecs) } {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(ConnError::HostWrite(e)),
     }
-    Ok(done)
 }

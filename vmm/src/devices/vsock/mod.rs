@@ -37,6 +37,7 @@ mod error;
 mod handshake;
 mod muxer;
 mod packet;
+mod socket;
 mod txbuf;
 pub mod vhost_user;
 
