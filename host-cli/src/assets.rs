@@ -38,7 +38,8 @@ pub fn kernel(cache: &Path) -> Result<PathBuf> {
 
 /// The static guest-init binary: `$SKIFF_GUEST_INIT`, else `guest-init` beside the skiff
 /// executable, else the static build of this workspace
-/// (`target/x86_64-unknown-linux-gnu/<profile>/guest-init`).
+/// (`target/x86_64-unknown-linux-gnu/{<profile>,release}/guest-init`; scripts/build.sh always
+/// builds it optimized, since it runs in the guest, often under a software CPU).
 pub fn guest_init() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFF_GUEST_INIT").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -49,12 +50,9 @@ pub fn guest_init() -> Result<PathBuf> {
     if let Some(dir) = exe.parent() {
         tried.push(dir.join("guest-init"));
         if let (Some(profile), Some(target)) = (dir.file_name(), dir.parent()) {
-            tried.push(
-                target
-                    .join("x86_64-unknown-linux-gnu")
-                    .join(profile)
-                    .join("guest-init"),
-            );
+            let static_dir = target.join("x86_64-unknown-linux-gnu");
+            tried.push(static_dir.join(profile).join("guest-init"));
+            tried.push(static_dir.join("release").join("guest-init"));
         }
     }
     for p in &tried {

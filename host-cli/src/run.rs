@@ -81,19 +81,21 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     tracing::debug!(elapsed = ?started.elapsed(), ?kind, "VM process launched");
 
     let result = drive(&listener, vm.as_mut(), spec, layer_paths, args.interactive);
-    let ended = vm.shutdown(POWEROFF_GRACE);
+    // A VM whose container ended powers off by itself; after an error there is nothing to wait for.
+    let grace = if result.is_ok() {
+        POWEROFF_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let ended = vm.shutdown(grace);
     if let Some(c) = console {
         c.stop();
     }
-    match result {
-        Ok(code) => Ok(code),
-        Err(e) => {
-            let kept = dir.keep();
-            let log = kept.join("console.log");
-            let ended = ended.map(|s| format!(" ({s})")).unwrap_or_default();
-            Err(e.context(format!("console log: {}{ended}", log.display())))
-        }
-    }
+    result.map_err(|e| {
+        let log = dir.keep().join("console.log");
+        let vm = ended.map(|s| format!("; the VM: {s}")).unwrap_or_default();
+        anyhow!("{e:#} (console log: {}{vm})", log.display())
+    })
 }
 
 /// Waits for guest-init, runs the session while watching the VM, returns the exit code.
@@ -127,42 +129,58 @@ fn drive(
         let _ = tx.send(result.map(|report| report.outcome));
     });
     let mut vm_gone: Option<(String, Instant)> = None;
-    let outcome = loop {
+    let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(r) => break r.map_err(anyhow::Error::from),
+            Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 bail!("the session ended without a result")
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        match &vm_gone {
-            None => {
-                if let Some(how) = vm.poll_exit()? {
-                    vm_gone = Some((how, Instant::now()));
-                }
-            }
-            // The VM is gone; give the session a moment to drain what already arrived.
-            Some((how, at)) if at.elapsed() > Duration::from_secs(1) => {
+        if vm_gone.is_none() {
+            vm_gone = vm.poll_exit()?.map(|how| (how, Instant::now()));
+        }
+        // The VM is gone: give the session a moment to drain what already arrived, then cut it.
+        if let Some((_, at)) = &vm_gone {
+            if at.elapsed() > Duration::from_secs(1) {
                 let _ = watch.shutdown(std::net::Shutdown::Both);
-                let how = how.clone();
-                let r = rx
-                    .recv()
-                    .map_err(|_| anyhow!("the session ended without a result"))?;
-                return match r {
-                    Ok(Outcome::Exited(status)) => Ok(status.docker_code()),
-                    Ok(Outcome::Failed { message, .. }) => bail!("{message}"),
-                    Err(_) => bail!("the VM stopped before the container finished: {how}"),
-                };
             }
-            Some(_) => {}
         }
     };
-    match outcome? {
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // A session cut short by the end of the VM is reported as that.
+            let how = match vm_gone {
+                Some((how, _)) => Some(how),
+                None => wait_for_exit(vm, Duration::from_millis(500))?,
+            };
+            return Err(match how {
+                Some(how) => anyhow!("the VM stopped before the container finished: {how}"),
+                None => e.into(),
+            });
+        }
+    };
+    match outcome {
         Outcome::Exited(status) => Ok(status.docker_code()),
         Outcome::Failed { kind, message } => {
             eprintln!("skiff: {message}");
             Ok(kind.docker_code())
         }
+    }
+}
+
+/// `Some(how it ended)` if the VM ends within `timeout`.
+fn wait_for_exit(vm: &mut dyn Machine, timeout: Duration) -> Result<Option<String>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(how) = vm.poll_exit()? {
+            return Ok(Some(how));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

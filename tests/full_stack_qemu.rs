@@ -1,0 +1,292 @@
+//! The whole stack under QEMU's software CPU: the real guest kernel, guest-init in the
+//! initramfs, skiff's vsock device over vhost-user, and the `skiff` command as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use skiff_tests::{images_dir, run_with_deadline, sha256_hex, skiff_bin};
+
+const DEADLINE: Duration = Duration::from_secs(180);
+
+fn images() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(images_dir)
+}
+
+fn archive(name: &str) -> String {
+    format!("oci-archive:{}/archives/{name}.oci.tar", images().display())
+}
+
+fn layout(name_tag: &str) -> String {
+    format!("oci:{}/oci/{name_tag}", images().display())
+}
+
+fn skiff(args: &[&str]) -> Command {
+    let mut c = Command::new(skiff_bin());
+    c.arg("run").arg("--engine").arg("qemu").args(args);
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    run_in(skiff(args), b"")
+}
+
+fn run_in(cmd: Command, stdin: &[u8]) -> Output {
+    run_with_deadline(cmd, stdin, DEADLINE).expect("skiff run")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// A skiff error: exit 125 and one line on stderr that says `what`.
+#[track_caller]
+fn assert_skiff_error(o: &Output, what: &str) {
+    assert_code(o, 125);
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("skiff: error: "), "{err}");
+    assert!(lines[0].contains(what), "{what:?} not in: {err}");
+}
+
+#[test]
+fn echo_and_exit_code_pass_through() {
+    let o = run(&[&archive("busybox-latest"), "sh", "-c", "echo hi; exit 3"]);
+    assert_code(&o, 3);
+    assert_eq!(stdout(&o), "hi\n");
+}
+
+#[test]
+fn stdin_of_10_mib_round_trips() {
+    let data: Vec<u8> = (0..10u32 << 20).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let o = run_in(skiff(&["-i", &archive("busybox-latest"), "cat"]), &data);
+    assert_code(&o, 0);
+    assert_eq!(o.stdout.len(), data.len());
+    assert_eq!(sha256_hex(&o.stdout), sha256_hex(&data));
+}
+
+#[test]
+fn stderr_stays_stderr_and_stdin_is_closed_without_i() {
+    let o = run(&[
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "echo out; echo err >&2; cat; echo done",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "out\ndone\n");
+    assert_eq!(stderr(&o), "err\n");
+}
+
+#[test]
+fn image_entrypoint_and_cmd_apply_and_are_overridden() {
+    let img = archive("busybox-entry");
+    let o = run(&[&img]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "from-entrypoint default-arg\n");
+    let o = run(&[&img, "other", "args"]);
+    assert_eq!(stdout(&o), "from-entrypoint other args\n");
+    let o = run(&["--entrypoint", "/bin/sh", &img, "-c", "echo replaced"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "replaced\n");
+}
+
+#[test]
+fn image_user_and_workdir_apply() {
+    let o = run(&[
+        &archive("busybox-user"),
+        "sh",
+        "-c",
+        "id -un; id -G; pwd; echo $HOME",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "app\n1000 2000\n/tmp\n/home/app\n");
+}
+
+#[test]
+fn env_workdir_user_and_hostname_flags_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=file\nBOTH=file\n").unwrap();
+    let o = run(&[
+        "-e",
+        "FOO=bar baz",
+        "-e",
+        "BOTH=flag",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-w",
+        "/var/new",
+        "-u",
+        "1000:2000",
+        "--hostname",
+        "boxed",
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "echo \"$FOO|$FROM_FILE|$BOTH|$(pwd)|$(id -u):$(id -g)|$(hostname)|$PATH\"",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "bar baz|file|flag|/var/new|1000:2000|boxed|/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+}
+
+#[test]
+fn missing_command_is_127_and_non_executable_is_126() {
+    let o = run(&[&archive("busybox-latest"), "no-such-command"]);
+    assert_code(&o, 127);
+    assert!(stderr(&o).contains("no-such-command"), "{}", stderr(&o));
+    let o = run(&[&archive("busybox-latest"), "/etc/passwd"]);
+    assert_code(&o, 126);
+}
+
+#[test]
+fn signal_death_is_128_plus_signal() {
+    let o = run(&[
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "sleep 30 & kill -9 $!; wait $!",
+    ]);
+    assert_code(&o, 137);
+}
+
+#[test]
+fn whiteouts_links_and_zstd_layers_in_the_vm() {
+    let o = run(&[
+        &layout("busybox:3layer"),
+        "sh",
+        "-c",
+        "cd /usr/share/skiff-test && ls -A . opaque-dir && cat links/symlink-to-a && \
+         stat -c %h links/a links/hardlink-to-a && readlink links/symlink-to-a",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        ".:\nadded-by-layer-2\nkept\nlinks\nopaque-dir\n\nopaque-dir:\nnew\nhello from layer 3\n2\n2\na\n",
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[&archive("busybox-zstd"), "echo", "zstd ok"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "zstd ok\n");
+}
+
+#[test]
+fn debian_image_runs() {
+    let o = run(&[
+        "--memory",
+        "768m",
+        &archive("debian-3layer"),
+        "sh",
+        "-c",
+        "cat /etc/debian_version; ls /etc/apt/apt.conf.d; test -e /etc/motd || echo no-motd; \
+         cat /opt/skiff-test/symlink-to-a",
+    ]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    assert!(lines.next().is_some_and(|v| v.starts_with("12.")), "{out}");
+    assert_eq!(lines.next(), Some("new"), "{out}");
+    assert_eq!(lines.next(), Some("no-motd"), "{out}");
+}
+
+#[test]
+fn missing_image_path_is_a_skiff_error() {
+    let o = run(&["oci-archive:/nonexistent/image.tar", "true"]);
+    assert_skiff_error(&o, "/nonexistent/image.tar");
+}
+
+#[test]
+fn corrupt_archive_is_a_skiff_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.tar");
+    let good = std::fs::read(images().join("archives/busybox-latest.oci.tar")).unwrap();
+    std::fs::write(&bad, &good[..good.len() / 3]).unwrap();
+    let o = run(&[&format!("oci-archive:{}", bad.display()), "true"]);
+    assert_skiff_error(&o, "corrupt");
+}
+
+#[test]
+fn missing_kernel_is_a_skiff_error() {
+    let mut c = skiff(&[&archive("busybox-latest"), "true"]);
+    c.env("SKIFF_KERNEL", "/nonexistent/vmlinux");
+    let o = run_in(c, b"");
+    assert_skiff_error(&o, "guest kernel not found at /nonexistent/vmlinux");
+}
+
+#[test]
+fn qemu_not_installed_is_a_skiff_error() {
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = skiff(&[&archive("busybox-latest"), "true"]);
+    c.env("PATH", empty.path());
+    let o = run_in(c, b"");
+    assert_skiff_error(&o, "qemu-system-x86_64 is not installed");
+}
+
+#[test]
+fn guest_that_never_answers_times_out() {
+    // busybox as /init boots but never connects to the host.
+    let mut c = skiff(&[&archive("busybox-latest"), "true"]);
+    c.env("SKIFF_GUEST_INIT", "/bin/busybox")
+        .env("SKIFF_BOOT_TIMEOUT", "8");
+    let started = std::time::Instant::now();
+    let o = run_in(c, b"");
+    assert_skiff_error(&o, "guest-init did not connect within 8s");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn guest_that_dies_mid_run_is_a_skiff_error() {
+    // The VM disappears while the container runs: skiff must end with an error, not hang.
+    use std::io::BufRead;
+    let mut c = skiff(&[
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]);
+    c.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    let killed = Command::new("pkill")
+        .args(["-9", "-P", &child.id().to_string(), "qemu-system"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no qemu child of skiff to kill");
+    let started = std::time::Instant::now();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(status.code(), Some(125), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the VM stopped before the container finished"),
+        "{err}"
+    );
+}
