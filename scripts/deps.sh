@@ -12,12 +12,14 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 kernel_pin=$(cat "$here/../kernel-config/VERSION")
 
 packages=(
+    # toolchain basics (the Rust toolchain itself comes from rustup, below)
+    build-essential ca-certificates curl xz-utils procps
     # guest kernel build
     flex bison bc libelf-dev libssl-dev cpio "$kernel_pin"
     # engines and OCI tools the tests run against
     qemu-system-x86 umoci skopeo crun busybox-static debootstrap docker-registry apache2-utils
     # scripts, tests and the benchmark
-    jq curl zstd tmux hyperfine
+    jq zstd tmux hyperfine
 )
 
 # installed PKG[=VERSION]: whether the package is installed (at that version, when given).
@@ -44,8 +46,26 @@ for p in "${packages[@]}"; do
     installed "$p" || missing+=("$p")
 done
 
+# The Rust toolchain, through rustup when the machine has none.
+rust() {
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+    if command -v cargo >/dev/null && cargo clippy --version >/dev/null 2>&1 &&
+        cargo fmt --version >/dev/null 2>&1; then
+        return
+    fi
+    if command -v rustup >/dev/null; then
+        echo "deps: adding clippy and rustfmt with rustup"
+        rustup component add clippy rustfmt
+    else
+        echo "deps: no Rust toolchain: installing one with rustup (https://rustup.rs)"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs |
+            sh -s -- -y --profile minimal --component clippy,rustfmt
+    fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
     echo "deps: all ${#packages[@]} packages present"
+    [ "${1:-}" = --check ] || rust
     exit 0
 fi
 if [ "${1:-}" = --check ]; then
@@ -64,3 +84,4 @@ for p in "${missing[@]}"; do
 done
 echo "deps: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
+rust

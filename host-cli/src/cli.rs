@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new container.
     Run(RunArgs),
+    /// Show the guest kernel, guest-init and which engines this host can use.
+    Info,
 }
 
 /// Which virtual machine monitor runs the guest.

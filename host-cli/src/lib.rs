@@ -6,6 +6,7 @@ pub mod cli;
 pub mod console;
 pub mod dirs;
 pub mod engine;
+pub mod info;
 pub mod initramfs;
 pub mod run;
 pub mod session;

@@ -19,6 +19,7 @@ fn main() {
     init_logging(cli.debug);
     let result = match cli.command {
         Command::Run(args) => skiff::run::run(args, cli.debug),
+        Command::Info => skiff::info::info(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -35,14 +35,7 @@ fn probe_cached() -> Result<(), String> {
         "{}",
         r.detail
     );
-    let verdict = if r.native {
-        Ok(())
-    } else {
-        Err(format!(
-            "guest code is emulated on this host ({})",
-            r.detail
-        ))
-    };
+    let verdict = if r.native { Ok(()) } else { Err(r.detail) };
     if !boot_id.trim().is_empty() {
         let text = match &verdict {
             Ok(()) => "native\n".to_string(),
