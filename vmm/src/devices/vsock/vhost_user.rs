@@ -1,6 +1,11 @@
 //! The vsock device served as a vhost-user backend, for QEMU's `vhost-user-vsock-device`:
 //! [`serve_vhost_user`] listens on the vhost-user socket on a background thread and handles
 //! one front end until it disconnects or [`VhostUserServer::stop`] is called.
+//!
+//! Offered: `VIRTIO_F_VERSION_1`, `VIRTIO_RING_F_EVENT_IDX`, `VIRTIO_RING_F_INDIRECT_DESC`,
+//! `VHOST_USER_F_PROTOCOL_FEATURES` with the `CONFIG` protocol feature (QEMU reads the guest
+//! CID from the backend's config space). The device's epoll fd joins the backend's worker
+//! loop through `VringEpollHandler::register_listener`.
 
 use std::io;
 use std::os::unix::io::{AsRawFd, RawFd};
