@@ -1,5 +1,6 @@
 //! OCI images for skiff: image arguments (`oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`), OCI image
-//! layouts and archives opened into a verified config + layer list, and docker's rules for
+//! layouts and archives opened into a verified config + layer list, docker-style image names,
+//! the content-addressed image store, the registry client and `pull`, and docker's rules for
 //! merging an image's config with `skiff run`'s flags.
 
 mod archive;
@@ -8,17 +9,24 @@ mod envfile;
 mod error;
 mod layout;
 mod merge;
+mod name;
+pub mod pull;
 mod reference;
+pub mod registry;
 mod resolved;
 mod spec;
+pub mod store;
 
 pub use digest::Digest;
 pub use envfile::{parse_env_file, read_env_file, EnvEntry, EnvError};
 pub use error::{ImageError, Result};
 pub use layout::{MAX_DEPTH, MAX_JSON, MAX_LAYERS};
 pub use merge::{merge, merge_with, Process, RunConfigError, RunOverrides, DEFAULT_PATH};
+pub use name::{ImageName, DEFAULT_REGISTRY, DEFAULT_TAG};
+pub use pull::{pull, Platform, PullOptions, PullReport};
 pub use reference::{ImageRef, Selector, Transport};
 pub use resolved::{Compression, ImageConfig, Layer, ResolvedImage};
+pub use store::{Store, StoreError, StoreResult};
 
 use layout::Layout;
 use tracing::info;
@@ -41,7 +49,7 @@ pub fn resolve(reference: &ImageRef) -> Result<ResolvedImage> {
             let dir = archive::unpack(&reference.path)?;
             let layout = Layout::open(dir.path(), &reference.path, Transport::OciArchive)?;
             let mut image = layout.resolve(&reference.selector)?;
-            image._keep = Some(dir);
+            image._keep = Some(Box::new(dir));
             image
         }
     };

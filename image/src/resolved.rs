@@ -1,8 +1,7 @@
 //! What an opened image hands to `skiff run`: its runtime config and its verified layer blobs.
 
+use std::any::Any;
 use std::path::PathBuf;
-
-use tempfile::TempDir;
 
 pub use crate::spec::Compression;
 
@@ -47,6 +46,7 @@ pub struct ResolvedImage {
     pub config_digest: String,
     pub config: ImageConfig,
     pub layers: Vec<Layer>,
-    /// The unpacked oci-archive the layer paths point into, removed when the image is dropped.
-    pub(crate) _keep: Option<TempDir>,
+    /// What keeps the layer paths valid until the image is dropped: the unpacked oci-archive
+    /// they point into, or the store's pin on the manifest.
+    pub(crate) _keep: Option<Box<dyn Any + Send + Sync>>,
 }
