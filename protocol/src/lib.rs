@@ -21,11 +21,13 @@ pub use spec::{ExitStatus, FailureKind, LayerSpec, RunSpec};
 /// Protocol version; the host refuses a guest that speaks another one.
 pub const VERSION: u32 = 1;
 
-/// Largest frame (tag + payload) either side accepts.
-pub const MAX_FRAME: usize = 1 << 20;
+/// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
+pub const MAX_FRAME: usize = MAX_CHUNK + 64;
 
-/// Largest chunk of stdio or layer bytes a sender puts in one frame.
-pub const MAX_CHUNK: usize = 256 << 10;
+/// Largest chunk of stdio or layer bytes a sender puts in one frame. Large chunks mean few
+/// frames per gigabyte; guest-init reads the container's output in chunks this size and sends
+/// each with a single `write`, so a busy stdout makes 1 MiB vsock writes from the guest.
+pub const MAX_CHUNK: usize = 1 << 20;
 
 /// The host-side vsock port guest-init connects to (CID 2) for its session.
 pub const SESSION_PORT: u32 = 1024;

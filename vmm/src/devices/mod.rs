@@ -4,5 +4,5 @@ pub mod i8042;
 pub mod mmio;
 pub mod serial;
 pub mod virtio;
-pub mod vsock;
 pub mod virtio_vsock;
+pub mod vsock;

@@ -1,0 +1,59 @@
+#!/bin/bash
+# skiff's benchmark: every figure is printed beside its reference, measured in the same run,
+# as a ratio. Absolute times on a shared machine vary 2–5×; the ratios are what to compare.
+#
+#   scripts/bench.sh [N]     N runs per end-to-end figure (default 20)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+n=${1:-20}
+
+scripts/build.sh
+export SKIFF_GUEST_INIT=$PWD/target/x86_64-unknown-linux-gnu/release/guest-init
+images=$(tests/images/build.sh | tail -n1)
+skiff=$PWD/target/release/skiff
+
+# stats FILE: "min/median/p90" of the numbers in FILE (one per line, milliseconds)
+stats() {
+    sort -n "$1" | awk '{v[NR] = $1} END {
+        p90 = int(NR * 0.9 + 0.5); if (p90 < 1) p90 = 1;
+        printf "%.1f/%.1f/%.1f ms", v[1], v[int((NR + 1) / 2)], v[p90] }'
+}
+median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+now_ms() { date +%s%N | awk '{printf "%.3f", $1 / 1e6}'; }
+
+echo
+echo "== 1. VMM start → first guest instruction, and VMM memory (tiny guest, KVM)"
+cargo run --quiet --release -p skiff-vmm --example tiny_boot -- --compare "$n"
+
+echo
+echo "== 2. vsock device model throughput, 1 GiB guest → host, vs a host pipe"
+cargo test --quiet --release -p skiff-vmm --lib vsock_throughput -- --ignored --nocapture 2>&1 |
+    grep -v -e '^running' -e '^test result' -e '^$' -e '^test '
+
+echo
+echo "== 3. guest-init container setup (spec in → exec), natively, vs crun run"
+cargo test --quiet --release -p guest-init --test native -- --ignored bench_container_setup --nocapture 2>&1 |
+    grep -e BENCH -e ratio || true
+
+echo
+echo "== 4. skiff run --rm busybox true, end to end ($n runs, engine ${SKIFF_ENGINE:-auto})"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+image=oci:$images/oci/busybox:latest
+"$skiff" run --rm "$image" true 2>/dev/null  # warm the initramfs and probe caches
+for _ in $(seq "$n"); do
+    t0=$(now_ms)
+    SKIFF_LOG=skiff::run=debug "$skiff" run --rm "$image" true 2>"$tmp/log" >/dev/null
+    t1=$(now_ms)
+    echo "$t1 - $t0" | bc >> "$tmp/total"
+    sed -n 's/.*VM process launched.*elapsed=\([0-9.]*\)\(m\?s\).*/\1 \2/p' "$tmp/log" |
+        awk '{print ($2 == "s") ? $1 * 1000 : $1}' >> "$tmp/host"
+done
+for _ in $(seq "$n"); do
+    t0=$(now_ms); /bin/true; t1=$(now_ms)
+    echo "$t1 - $t0" | bc >> "$tmp/exec"
+done
+echo "skiff run (min/median/p90):            $(stats "$tmp/total")"
+echo "  host side, CLI start → VM launched:  $(stats "$tmp/host")"
+echo "  reference, host exec of true:        $(stats "$tmp/exec")"
