@@ -102,6 +102,25 @@ fn stdin_of_10_mib_round_trips() {
 }
 
 #[test]
+fn one_mib_guest_writes_arrive_intact() {
+    // dd writes 1 MiB at a time into guest-init's 1 MiB pipe; guest-init forwards each as a
+    // single 1 MiB vsock write, which the guest kernel splits over several descriptors.
+    let o = run(&[
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "head -c 8388608 /dev/urandom > /tmp/f && sha256sum /tmp/f >&2 && dd if=/tmp/f bs=1M 2>/dev/null",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(o.stdout.len(), 8 << 20);
+    let guest_sum = stderr(&o);
+    assert_eq!(
+        guest_sum.split_whitespace().next(),
+        Some(sha256_hex(&o.stdout).as_str())
+    );
+}
+
+#[test]
 fn stderr_stays_stderr_and_stdin_is_closed_without_i() {
     let o = run(&[
         &archive("busybox-latest"),
