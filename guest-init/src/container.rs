@@ -24,10 +24,10 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
 use nix::unistd::{self, Gid, Pid, Uid};
-use protocol::{FailureKind, RunSpec};
+use protocol::{ExecSpec, FailureKind, RunSpec, TermSize};
 
 use crate::error::{Context, Error, Result};
-use crate::user;
+use crate::{terminal, user};
 
 /// PATH used to find the command when the spec's environment has none (docker's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -36,11 +36,49 @@ const CHILD_STACK: usize = 2 << 20;
 /// Longest error message the child reports.
 const MAX_ERROR: usize = 4096;
 
-/// The container's ends of its standard streams.
-pub struct ChildStdio {
-    pub stdin: OwnedFd,
-    pub stdout: OwnedFd,
-    pub stderr: OwnedFd,
+/// The process's standard streams.
+pub enum ChildStdio {
+    /// The process's ends of three pipes (or /dev/null).
+    Pipes {
+        stdin: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A terminal the process opens inside the container (so it lives in the container's
+    /// devpts) as its controlling terminal; the master side goes back over `socket`
+    /// (SCM_RIGHTS).
+    Terminal {
+        socket: OwnedFd,
+        size: Option<TermSize>,
+    },
+}
+
+/// What to execute and as whom: shared by the container's first process and exec'd ones.
+pub struct Process<'a> {
+    pub argv: &'a [String],
+    pub env: &'a [String],
+    pub cwd: &'a str,
+    pub user: &'a str,
+}
+
+impl<'a> Process<'a> {
+    pub fn of_run(spec: &'a RunSpec) -> Process<'a> {
+        Process {
+            argv: &spec.argv,
+            env: &spec.env,
+            cwd: &spec.cwd,
+            user: &spec.user,
+        }
+    }
+
+    pub fn of_exec(spec: &'a ExecSpec) -> Process<'a> {
+        Process {
+            argv: &spec.argv,
+            env: &spec.env,
+            cwd: &spec.cwd,
+            user: &spec.user,
+        }
+    }
 }
 
 /// Starts `spec`'s command in a new container rooted at `root`; returns once it was executed.
@@ -68,25 +106,123 @@ pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
         .ctx(|| "clone the container process".into())?;
     drop(report_w);
     drop(stdio);
+    await_exec(report_r, pid)
+}
+
+/// Starts `process` inside the running container whose first process is `init`: it joins
+/// that process's namespaces (and so its root) and becomes a child of this process; returns
+/// once it was executed.
+///
+/// Joining a mount namespace needs a single-threaded caller, so a forked helper joins them and
+/// clones the process with `CLONE_PARENT` (the joined pid namespace applies to its children
+/// only), reports its pid and exits.
+pub fn enter(init: Pid, process: &Process<'_>, stdio: ChildStdio) -> Result<Pid> {
+    let mut namespaces = Vec::new();
+    // The mount namespace goes last: after it, /proc is the container's.
+    for ns in ["ipc", "uts", "pid", "mnt"] {
+        let path = format!("/proc/{init}/ns/{ns}");
+        let f = File::open(&path).ctx(|| format!("open {path}"))?;
+        namespaces.push(OwnedFd::from(f));
+    }
+    let (report_r, report_w) =
+        unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "create the exec report pipe".into())?;
+    let (pid_r, pid_w) =
+        unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "create the exec pid pipe".into())?;
+    let mut stack = vec![0u8; CHILD_STACK];
+    // SAFETY: glibc's fork leaves the allocator usable in the child; the child runs only
+    // `helper_main` and leaves with `_exit`, never returning into the caller's code.
+    match unsafe { unistd::fork() }.ctx(|| "fork the exec helper".into())? {
+        unistd::ForkResult::Child => {
+            let code = match helper_main(&namespaces, process, &stdio, &mut stack, &report_w) {
+                Ok(pid) => {
+                    let mut w = File::from(pid_w);
+                    match w.write_all(&pid.as_raw().to_le_bytes()) {
+                        Ok(()) => 0,
+                        Err(_) => 1,
+                    }
+                }
+                Err(e) => {
+                    report(report_w.as_raw_fd(), &e);
+                    1
+                }
+            };
+            // SAFETY: leaving the forked helper without running the parent's exit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        unistd::ForkResult::Parent { child: helper } => {
+            drop((report_w, pid_w, stdio, namespaces));
+            let mut raw = [0u8; 4];
+            let got = File::from(pid_r).read_exact(&mut raw);
+            let _ = nix::sys::wait::waitpid(helper, None);
+            match got {
+                Ok(()) => await_exec(report_r, Pid::from_raw(i32::from_le_bytes(raw))),
+                Err(_) => match read_report(report_r)? {
+                    Some(e) => Err(e),
+                    None => Err(Error::Invalid(
+                        "the exec helper ended without a report".into(),
+                    )),
+                },
+            }
+        }
+    }
+}
+
+/// In the forked helper: join the namespaces, clone the process into them.
+fn helper_main(
+    namespaces: &[OwnedFd],
+    process: &Process<'_>,
+    stdio: &ChildStdio,
+    stack: &mut [u8],
+    report_w: &OwnedFd,
+) -> Result<Pid> {
+    for fd in namespaces {
+        nix::sched::setns(fd, CloneFlags::empty())
+            .ctx(|| "join the container's namespaces".into())?;
+    }
+    let report_fd = report_w.as_raw_fd();
+    let child = Box::new(|| {
+        let error = match exec_process(process, stdio) {
+            Err(e) => e,
+            Ok(never) => match never {},
+        };
+        report(report_fd, &error);
+        127
+    });
+    // SAFETY: the helper is single-threaded; the child only runs `exec_process`.
+    unsafe { nix::sched::clone(child, stack, CloneFlags::CLONE_PARENT, Some(libc::SIGCHLD)) }
+        .ctx(|| "clone the exec process".into())
+}
+
+/// Waits for the child's execve: `Ok(pid)` when it succeeded, else its error (child reaped).
+fn await_exec(report_r: OwnedFd, pid: Pid) -> Result<Pid> {
+    match read_report(report_r)? {
+        None => Ok(pid),
+        Some(e) => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(e)
+        }
+    }
+}
+
+/// Reads the exec report pipe to its end: `None` when it closed empty (execve succeeded).
+fn read_report(report_r: OwnedFd) -> Result<Option<Error>> {
     let mut msg = Vec::new();
     File::from(report_r)
         .take(MAX_ERROR as u64 + 1)
         .read_to_end(&mut msg)
         .ctx(|| "read the exec report pipe".into())?;
-    if msg.is_empty() {
-        return Ok(pid);
-    }
-    // The child failed before execve: reap it and pass its error on.
-    let _ = nix::sys::wait::waitpid(pid, None);
-    let kind = match msg[0] {
+    let Some((&kind, text)) = msg.split_first() else {
+        return Ok(None);
+    };
+    let kind = match kind {
         1 => FailureKind::NotFound,
         2 => FailureKind::CannotExecute,
         _ => FailureKind::Setup,
     };
-    Err(Error::Exec {
+    Ok(Some(Error::Exec {
         kind,
-        message: String::from_utf8_lossy(&msg[1..]).into_owned(),
-    })
+        message: String::from_utf8_lossy(text).into_owned(),
+    }))
 }
 
 fn report(fd: RawFd, error: &Error) {
@@ -109,11 +245,17 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
     if !spec.hostname.is_empty() {
         unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
     }
+    exec_process(&Process::of_run(spec), stdio)
+}
+
+/// Inside the container: take the user, environment and working directory, the stdio, and
+/// execve the command.
+fn exec_process(process: &Process<'_>, stdio: &ChildStdio) -> Result<Infallible> {
     let passwd = user::read_db("/etc/passwd").map_err(Error::Invalid)?;
     let group = user::read_db("/etc/group").map_err(Error::Invalid)?;
-    let user = user::resolve(&spec.user, &passwd, &group).map_err(Error::Invalid)?;
+    let user = user::resolve(process.user, &passwd, &group).map_err(Error::Invalid)?;
 
-    let mut env = spec.env.clone();
+    let mut env = process.env.to_vec();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", user.home));
     }
@@ -124,13 +266,17 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
         .unwrap_or(DEFAULT_PATH)
         .to_string();
     let env = cstrings(&env, "environment entry")?;
-    let argv = cstrings(&spec.argv, "argument")?;
-    let cmd = spec
+    let argv = cstrings(process.argv, "argument")?;
+    let cmd = process
         .argv
         .first()
         .ok_or_else(|| Error::Invalid("no command specified".into()))?;
 
-    let cwd = if spec.cwd.is_empty() { "/" } else { &spec.cwd };
+    let cwd = if process.cwd.is_empty() {
+        "/"
+    } else {
+        process.cwd
+    };
     DirBuilder::new()
         .recursive(true)
         .mode(0o755)
@@ -154,8 +300,25 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
     signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
         .ctx(|| "reset the signal mask".into())?;
 
-    for (fd, target) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
-        unistd::dup2(fd.as_raw_fd(), target).ctx(|| format!("dup2 onto fd {target}"))?;
+    match stdio {
+        ChildStdio::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
+                unistd::dup2(fd.as_raw_fd(), target).ctx(|| format!("dup2 onto fd {target}"))?;
+            }
+        }
+        ChildStdio::Terminal { socket, size } => {
+            let slave = terminal::open_in_container(socket, *size)?;
+            for target in 0..3 {
+                unistd::dup2(slave.as_raw_fd(), target).ctx(|| format!("dup2 onto fd {target}"))?;
+            }
+            drop(slave);
+            unistd::setsid().ctx(|| "start a session".into())?;
+            terminal::make_controlling(0)?;
+        }
     }
 
     let program = if cmd.contains('/') {

@@ -2,7 +2,8 @@
 //!
 //! Modes:
 //! - run as PID 1 (the initramfs's `/init`; arguments are ignored): VM mode, see [`vm`];
-//! - `guest-init --connect-unix PATH` as root on a host: native mode, see [`native`].
+//! - `guest-init --connect-unix PATH [--exec-unix EXEC]` as root on a host: native mode, see
+//!   [`native`].
 //!
 //! `SKIFF_GUEST_LOG=debug` (environment, or the kernel command line in the VM) turns on the
 //! timing logs on stderr.
@@ -12,8 +13,10 @@ mod error;
 mod layer;
 mod log;
 mod native;
+mod reaper;
 mod session;
 mod tarpath;
+mod terminal;
 mod unpack;
 mod user;
 mod vm;
@@ -21,7 +24,8 @@ mod vm;
 use std::path::Path;
 
 const USAGE: &str = "usage: guest-init                      (as PID 1 of a skiff guest)\n       \
-                     guest-init --connect-unix PATH  (native session over a Unix socket)";
+                     guest-init --connect-unix PATH [--exec-unix EXEC]\n       \
+                     \x20                               (native session over a Unix socket)";
 
 fn main() {
     log::init();
@@ -30,8 +34,16 @@ fn main() {
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.as_slice() {
-        [flag, path] if flag == "--connect-unix" => {
-            if let Err(e) = native::run(Path::new(path)) {
+        [flag, path, rest @ ..] if flag == "--connect-unix" => {
+            let exec = match rest {
+                [] => None,
+                [f, exec] if f == "--exec-unix" => Some(Path::new(exec)),
+                _ => {
+                    eprintln!("{USAGE}");
+                    std::process::exit(2);
+                }
+            };
+            if let Err(e) = native::run(Path::new(path), exec) {
                 eprintln!("guest-init: {e}");
                 std::process::exit(1);
             }

@@ -1,10 +1,11 @@
-//! Native mode (`--connect-unix PATH`): the same session as in the VM, run as a root process
-//! on a Linux host over a Unix socket — how guest-init is tested without a VM. It works in its
-//! own mount namespace on a private tmpfs, which it removes at the end.
+//! Native mode (`--connect-unix PATH [--exec-unix EXEC]`): the same session as in the VM, run
+//! as a root process on a Linux host over a Unix socket — how guest-init is tested without a
+//! VM; exec sessions come on a Unix socket it listens on at `EXEC`. It works in its own mount
+//! namespace on a private tmpfs, which it removes at the end.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -13,8 +14,15 @@ use nix::sched::{unshare, CloneFlags};
 use crate::error::{Context, Result};
 use crate::session;
 
-/// Serves one session over the Unix socket at `socket`.
-pub fn run(socket: &Path) -> Result<()> {
+/// Serves one session over the Unix socket at `socket`, exec sessions on `exec` if given.
+pub fn run(socket: &Path, exec: Option<&Path>) -> Result<()> {
+    let exec_listener = exec
+        .map(|p| {
+            UnixListener::bind(p)
+                .map(OwnedFd::from)
+                .ctx(|| format!("listen on {}", p.display()))
+        })
+        .transpose()?;
     unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare the mount namespace".into())?;
     mount(
         None::<&str>,
@@ -37,7 +45,7 @@ pub fn run(socket: &Path) -> Result<()> {
     .and_then(|()| {
         let stream =
             UnixStream::connect(socket).ctx(|| format!("connect to {}", socket.display()))?;
-        let served = session::serve(File::from(OwnedFd::from(stream)), &root);
+        let served = session::serve(File::from(OwnedFd::from(stream)), &root, exec_listener);
         let _ = umount2(&root, MntFlags::MNT_DETACH);
         served
     });

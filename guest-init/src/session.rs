@@ -1,26 +1,29 @@
 //! The guest side of a session: greet the host, receive the spec and the layers, start the
-//! container, relay its stdio and signals, and report how it ended.
+//! container, relay its stdio and signals, and report how it ended. While the container runs,
+//! exec sessions arriving on the exec listener start further processes inside it.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::sys::signal::Signal;
+use nix::sys::socket::{accept4, socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 use protocol::{
-    read_message, write_data, write_message, ExitStatus, Message, RunSpec, Stream, MAX_CHUNK,
-    VERSION,
+    read_message, write_data, write_message, ExecSpec, Message, RunSpec, Stream, TermSize,
+    MAX_CHUNK, VERSION,
 };
 use tracing::{debug, warn};
 
-use crate::container::{self, ChildStdio};
+use crate::container::{self, ChildStdio, Process};
 use crate::error::{Context, Error, Result};
+use crate::reaper::Reaper;
+use crate::terminal;
 use crate::unpack::unpack_layers;
 
 /// Pipe buffer asked for the container's output pipes (bigger writes, fewer wake-ups).
@@ -37,18 +40,25 @@ fn send(w: &Writer, msg: &Message) -> Result<()> {
     write_message(&mut *lock(w), msg).map_err(Error::from)
 }
 
-/// Runs one session over `conn` (a connected stream socket), building the container in `root`.
-///
-/// Failures of the container (bad layer, command not found, …) are reported to the host as
-/// `Failed` and end the session normally; an error is returned only when the session itself
-/// broke.
-pub fn serve(conn: File, root: &Path) -> Result<()> {
+/// Greets the host on a new connection; returns the reading and writing halves.
+fn greet(conn: File) -> Result<(File, Writer)> {
     let writer: Writer = Arc::new(Mutex::new(
         conn.try_clone()
             .ctx(|| "duplicate the session socket".into())?,
     ));
-    let mut reader = conn;
     send(&writer, &Message::Hello { version: VERSION })?;
+    Ok((conn, writer))
+}
+
+/// Runs one session over `conn` (a connected stream socket), building the container in `root`.
+/// `exec_listener` (a listening stream socket) is served with exec sessions once the container
+/// runs.
+///
+/// Failures of the container (bad layer, command not found, …) are reported to the host as
+/// `Failed` and end the session normally; an error is returned only when the session itself
+/// broke.
+pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>) -> Result<()> {
+    let (mut reader, writer) = greet(conn)?;
     let spec = match read_message(&mut reader)? {
         Some(Message::Run(spec)) => spec,
         Some(other) => {
@@ -62,10 +72,14 @@ pub fn serve(conn: File, root: &Path) -> Result<()> {
             ))
         }
     };
-    match start(&spec, root, &mut reader) {
+    let reaper = Arc::new(Reaper::default());
+    match start(&spec, root, &mut reader, &reaper) {
         Ok(container) => {
             send(&writer, &Message::Started)?;
-            relay(container, reader, writer)
+            if let Some(listener) = exec_listener {
+                spawn_exec_listener(listener, container.pid, reaper.clone())?;
+            }
+            relay(container, reader, writer, &reaper, Waiter::Reaper)
         }
         Err(e) => {
             warn!(error = %e, "the container could not be started");
@@ -80,24 +94,73 @@ pub fn serve(conn: File, root: &Path) -> Result<()> {
     }
 }
 
-/// A started container and the session's ends of its stdio.
+/// A started process and the session's ends of its stdio.
 struct Running {
     pid: Pid,
-    stdin: Option<File>,
-    stdout: File,
-    stderr: File,
+    ends: HostEnds,
 }
 
-fn start(spec: &RunSpec, root: &Path, reader: &mut File) -> Result<Running> {
-    let t0 = Instant::now();
-    unpack_layers(root, &spec.layers, reader)?;
-    let t1 = Instant::now();
-    if spec.tty {
-        return Err(Error::Invalid(
-            "terminal mode (tty) is not supported by this guest yet".into(),
+/// The session's ends of a process's stdio.
+struct HostEnds {
+    /// Where the host's stdin goes (`None`: the process has /dev/null, or a terminal nobody
+    /// types into).
+    stdin: Option<File>,
+    /// What is relayed to the host, each as its stream.
+    outputs: Vec<(File, Stream)>,
+    /// The terminal's master side, for resizes.
+    terminal: Option<File>,
+}
+
+/// The session's ends of a process's stdio, complete once the process has started.
+enum PendingEnds {
+    Ready(HostEnds),
+    /// The process sends its terminal over `socket` before it executes.
+    Terminal {
+        socket: OwnedFd,
+        stdin: bool,
+    },
+}
+
+impl PendingEnds {
+    fn complete(self) -> Result<HostEnds> {
+        match self {
+            PendingEnds::Ready(ends) => Ok(ends),
+            PendingEnds::Terminal { socket, stdin } => {
+                let master = terminal::receive_master(&socket)?;
+                let dup = || master.try_clone().ctx(|| "duplicate the terminal".into());
+                Ok(HostEnds {
+                    stdin: if stdin { Some(dup()?) } else { None },
+                    outputs: vec![(dup()?, Stream::Stdout)],
+                    terminal: Some(master),
+                })
+            }
+        }
+    }
+}
+
+/// Builds the stdio of a process: pipes, or one terminal for all three streams.
+fn stdio(tty: bool, size: Option<TermSize>, stdin: bool) -> Result<(ChildStdio, PendingEnds)> {
+    if tty {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .ctx(|| "create the terminal socket pair".into())?;
+        let child = ChildStdio::Terminal {
+            socket: theirs,
+            size,
+        };
+        return Ok((
+            child,
+            PendingEnds::Terminal {
+                socket: ours,
+                stdin,
+            },
         ));
     }
-    let (stdin_child, stdin) = if spec.stdin {
+    let (stdin_child, stdin) = if stdin {
         let (r, w) = pipe()?;
         (r, Some(File::from(w)))
     } else {
@@ -108,61 +171,154 @@ fn start(spec: &RunSpec, root: &Path, reader: &mut File) -> Result<Running> {
     let (stderr, stderr_child) = pipe()?;
     for fd in [&stdout, &stderr] {
         // Best effort: a smaller pipe only costs more wake-ups.
-        let _ = fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            FcntlArg::F_SETPIPE_SZ(PIPE_SIZE),
-        );
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
     }
-    let pid = container::start(
-        root,
-        spec,
-        ChildStdio {
-            stdin: stdin_child,
-            stdout: stdout_child,
-            stderr: stderr_child,
-        },
-    )?;
+    let child = ChildStdio::Pipes {
+        stdin: stdin_child,
+        stdout: stdout_child,
+        stderr: stderr_child,
+    };
+    let ends = HostEnds {
+        stdin,
+        outputs: vec![
+            (File::from(stdout), Stream::Stdout),
+            (File::from(stderr), Stream::Stderr),
+        ],
+        terminal: None,
+    };
+    Ok((child, PendingEnds::Ready(ends)))
+}
+
+fn start(spec: &RunSpec, root: &Path, reader: &mut File, reaper: &Reaper) -> Result<Running> {
+    let t0 = Instant::now();
+    unpack_layers(root, &spec.layers, reader)?;
+    let t1 = Instant::now();
+    let (child, ends) = stdio(spec.tty, spec.term_size, spec.stdin)?;
+    let pid = reaper.spawn(|| container::start(root, spec, child))?;
+    let ends = ends.complete()?;
     debug!(
         unpack_us = (t1 - t0).as_micros() as u64,
         setup_us = t1.elapsed().as_micros() as u64,
         pid = pid.as_raw(),
         "container executed"
     );
-    Ok(Running {
-        pid,
-        stdin,
-        stdout: File::from(stdout),
-        stderr: File::from(stderr),
-    })
+    Ok(Running { pid, ends })
+}
+
+/// Accepts exec sessions for the container whose first process is `init`, each on its own
+/// thread, for as long as guest-init runs.
+fn spawn_exec_listener(listener: OwnedFd, init: Pid, reaper: Arc<Reaper>) -> Result<()> {
+    thread::Builder::new()
+        .name("exec-listener".into())
+        .spawn(move || loop {
+            let conn = match accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                Ok(fd) => File::from(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Err(nix::errno::Errno::EINTR | nix::errno::Errno::ECONNABORTED) => continue,
+                Err(e) => {
+                    warn!(error = %e, "the exec listener failed; no more exec sessions");
+                    return;
+                }
+            };
+            let reaper = reaper.clone();
+            let spawned = thread::Builder::new().name("exec".into()).spawn(move || {
+                if let Err(e) = serve_exec(conn, init, &reaper) {
+                    warn!(error = %e, "exec session failed");
+                }
+            });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start an exec session thread");
+            }
+        })
+        .map(drop)
+        .ctx(|| "start the exec listener thread".into())
+}
+
+/// One exec session: run the host's `Exec` inside the container, relay it, report its exit.
+fn serve_exec(conn: File, init: Pid, reaper: &Arc<Reaper>) -> Result<()> {
+    let (mut reader, writer) = greet(conn)?;
+    let spec: ExecSpec = match read_message(&mut reader)? {
+        Some(Message::Exec(spec)) => spec,
+        Some(other) => {
+            return Err(Error::Invalid(format!(
+                "expected an exec spec, got {other:?}"
+            )))
+        }
+        None => return Ok(()),
+    };
+    let started = stdio(spec.tty, spec.term_size, spec.stdin).and_then(|(child, ends)| {
+        let process = Process::of_exec(&spec);
+        let pid = reaper.spawn(|| container::enter(init, &process, child))?;
+        Ok(Running {
+            pid,
+            ends: ends.complete()?,
+        })
+    });
+    match started {
+        Ok(process) => {
+            debug!(pid = process.pid.as_raw(), argv = ?spec.argv, "exec started");
+            send(&writer, &Message::Started)?;
+            relay(process, reader, writer, reaper, Waiter::Watcher)
+        }
+        Err(e) => send(
+            &writer,
+            &Message::Failed {
+                kind: e.kind(),
+                message: e.to_string(),
+            },
+        ),
+    }
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).ctx(|| "create a pipe".into())
 }
 
-/// Relays stdio and signals until the container's process is gone and its output drained,
-/// then sends `Exit`.
-fn relay(c: Running, reader: File, writer: Writer) -> Result<()> {
-    let exited = Arc::new(Mutex::new(false));
-    let out = spawn_output(c.stdout, Stream::Stdout, writer.clone())?;
-    let err = spawn_output(c.stderr, Stream::Stderr, writer.clone())?;
+/// How a relay learns its process ended.
+enum Waiter {
+    /// This thread reaps all children (the container's first process).
+    Reaper,
+    /// Another thread reaps; this one waits to hear (exec'd processes).
+    Watcher,
+}
+
+/// Relays stdio, signals and resizes until the process is gone and its output drained, then
+/// sends `Exit`.
+fn relay(
+    c: Running,
+    reader: File,
+    writer: Writer,
+    reaper: &Arc<Reaper>,
+    waiter: Waiter,
+) -> Result<()> {
+    let HostEnds {
+        stdin,
+        outputs,
+        terminal,
+    } = c.ends;
+    let mut pumps = Vec::new();
+    for (src, stream) in outputs {
+        pumps.push(spawn_output(src, stream, writer.clone())?);
+    }
     {
-        let exited = exited.clone();
+        let reaper = reaper.clone();
         let pid = c.pid;
-        let stdin = c.stdin;
         thread::Builder::new()
             .name("host-input".into())
-            .spawn(move || host_input(reader, stdin, pid, &exited))
+            .spawn(move || host_input(reader, stdin, terminal, pid, &reaper))
             .ctx(|| "start the host input thread".into())?;
     }
-    let status = reap_until(c.pid, &exited)?;
-    for t in [out, err] {
+    let status = match waiter {
+        Waiter::Reaper => reaper.reap_until(c.pid)?,
+        Waiter::Watcher => reaper.wait(c.pid),
+    };
+    for t in pumps {
         match t.join() {
             Ok(r) => r?,
             Err(_) => return Err(Error::Invalid("an output relay thread panicked".into())),
         }
     }
-    debug!(?status, "container exited");
+    debug!(?status, "process exited");
     send(&writer, &Message::Exit(status))
 }
 
@@ -184,6 +340,8 @@ fn pump_output(mut src: File, stream: Stream, writer: &Writer) -> Result<()> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A terminal's master reads EIO once every slave end is closed.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) => return Err(e).ctx(|| format!("read the container's {stream:?}")),
         };
         write_data(&mut *lock(writer), stream, &buf[..n])?;
@@ -191,15 +349,15 @@ fn pump_output(mut src: File, stream: Stream, writer: &Writer) -> Result<()> {
     send(writer, &Message::Eof(stream))
 }
 
-/// Reads the host's messages after the start: stdin, signals. If the host goes away the
-/// container is killed, so nothing outlives its session.
-fn host_input(mut reader: File, mut stdin: Option<File>, pid: Pid, exited: &Mutex<bool>) {
-    let deliver = |sig: Signal| {
-        let exited = exited.lock().unwrap_or_else(|p| p.into_inner());
-        if !*exited {
-            let _ = kill(pid, sig);
-        }
-    };
+/// Reads the host's messages after the start: stdin, signals, resizes. If the host goes away
+/// the process is killed, so nothing outlives its session.
+fn host_input(
+    mut reader: File,
+    mut stdin: Option<File>,
+    terminal: Option<File>,
+    pid: Pid,
+    reaper: &Reaper,
+) {
     loop {
         match read_message(&mut reader) {
             Ok(Some(Message::Data {
@@ -208,52 +366,36 @@ fn host_input(mut reader: File, mut stdin: Option<File>, pid: Pid, exited: &Mute
             })) => {
                 if let Some(w) = stdin.as_mut() {
                     if w.write_all(&bytes).is_err() {
-                        // The container closed its stdin; the rest is dropped.
+                        // The process closed its stdin; the rest is dropped.
                         stdin = None;
                     }
                 }
             }
-            Ok(Some(Message::Eof(Stream::Stdin))) => stdin = None,
+            // A terminal stays open: the process sees no end of input on it.
+            Ok(Some(Message::Eof(Stream::Stdin))) if terminal.is_none() => stdin = None,
+            Ok(Some(Message::Eof(Stream::Stdin))) => {}
             Ok(Some(Message::Signal(signo))) => match Signal::try_from(signo) {
-                Ok(sig) => deliver(sig),
+                Ok(sig) => reaper.signal(pid, sig),
                 Err(_) => warn!(signo, "ignoring an unknown signal number"),
             },
-            Ok(Some(Message::Resize { .. })) => {}
+            Ok(Some(Message::Resize { rows, cols })) => {
+                if let Some(t) = &terminal {
+                    if let Err(e) = terminal::resize(t, rows, cols) {
+                        warn!(error = %e, "ignoring a resize");
+                    }
+                }
+            }
             Ok(Some(other)) => warn!(message = ?other, "ignoring an unexpected message"),
             Ok(None) => {
-                debug!("the host closed the session; killing the container");
-                deliver(Signal::SIGKILL);
+                debug!("the host closed the session; killing the process");
+                reaper.signal(pid, Signal::SIGKILL);
                 return;
             }
             Err(e) => {
-                warn!(error = %e, "session read failed; killing the container");
-                deliver(Signal::SIGKILL);
+                warn!(error = %e, "session read failed; killing the process");
+                reaper.signal(pid, Signal::SIGKILL);
                 return;
             }
-        }
-    }
-}
-
-/// Reaps children (guest-init may be PID 1) until `pid` has ended; returns its status.
-/// `exited` is set before the pid is released so no signal can reach a recycled pid.
-fn reap_until(pid: Pid, exited: &Mutex<bool>) -> Result<ExitStatus> {
-    loop {
-        let status = match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
-            Ok(s) => s,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).ctx(|| "wait for the container".into()),
-        };
-        let Some(child) = status.pid() else { continue };
-        if child == pid {
-            *exited.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        }
-        let status = waitpid(child, None).ctx(|| format!("reap pid {child}"))?;
-        if child == pid {
-            return match status {
-                WaitStatus::Exited(_, code) => Ok(ExitStatus::Code(code)),
-                WaitStatus::Signaled(_, sig, _) => Ok(ExitStatus::Signal(sig as i32)),
-                other => Err(Error::Invalid(format!("unexpected wait status {other:?}"))),
-            };
         }
     }
 }

@@ -8,13 +8,15 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, MsFlags};
-use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
+use nix::sys::socket::{
+    bind, connect, listen, socket, AddressFamily, Backlog, SockFlag, SockType, VsockAddr,
+};
 use nix::sys::statfs::{statfs, FsType, TMPFS_MAGIC};
 use nix::unistd;
 use tracing::debug;
@@ -40,7 +42,8 @@ pub fn run() -> ! {
             boot_us = start.elapsed().as_micros() as u64,
             "connected to the host"
         );
-        session::serve(conn, Path::new(ROOTFS))
+        let exec = exec_listener()?;
+        session::serve(conn, Path::new(ROOTFS), Some(exec))
     });
     if let Err(e) = result {
         console_line(&format!("guest-init: fatal: {e}"));
@@ -149,6 +152,23 @@ fn console_stdio() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Listens for the host's exec sessions on vsock port `protocol::EXEC_PORT`.
+fn exec_listener() -> Result<OwnedFd> {
+    let port = protocol::EXEC_PORT;
+    let fd = socket(
+        AddressFamily::Vsock,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ctx(|| "create a vsock socket".into())?;
+    bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))
+        .ctx(|| format!("bind vsock port {port}"))?;
+    listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
+        .ctx(|| format!("listen on vsock port {port}"))?;
+    Ok(fd)
 }
 
 fn connect_host() -> Result<File> {

@@ -35,6 +35,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         user: process.user,
         hostname,
         tty: false,
+        term_size: None,
         stdin: args.interactive,
         layers: image
             .layers

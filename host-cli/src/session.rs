@@ -45,8 +45,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use protocol::{
-    read_message, write_data, write_message, ExitStatus, FailureKind, Message, ProtocolError,
-    RunSpec, Stream, MAX_CHUNK, VERSION,
+    read_message, write_data, write_message, ExecSpec, ExitStatus, FailureKind, Message,
+    ProtocolError, RunSpec, Stream, MAX_CHUNK, VERSION,
 };
 use tracing::debug;
 
@@ -133,8 +133,8 @@ pub struct SessionIo<'a> {
 }
 
 enum Phase {
-    /// Before `Started`: signals wait here.
-    Starting(Vec<i32>),
+    /// Before `Started`: signals and resizes wait here.
+    Starting(Vec<Message>),
     Running,
     Ended,
 }
@@ -164,13 +164,22 @@ pub struct SignalSender {
 impl SignalSender {
     /// Delivers `signo` to the container's process (held until the start; dropped after the end).
     pub fn send(&self, signo: i32) -> Result<(), SessionError> {
+        self.control("send a signal", Message::Signal(signo))
+    }
+
+    /// Tells the process's terminal its new size (held until the start; dropped after the end).
+    pub fn resize(&self, rows: u16, cols: u16) -> Result<(), SessionError> {
+        self.control("send a resize", Message::Resize { rows, cols })
+    }
+
+    fn control(&self, what: &'static str, msg: Message) -> Result<(), SessionError> {
         let mut phase = lock(&self.shared.phase);
         match &mut *phase {
             Phase::Starting(pending) => {
-                pending.push(signo);
+                pending.push(msg);
                 Ok(())
             }
-            Phase::Running => self.shared.send("send a signal", &Message::Signal(signo)),
+            Phase::Running => self.shared.send(what, &msg),
             Phase::Ended => Ok(()),
         }
     }
@@ -217,6 +226,33 @@ impl Session {
         result
     }
 
+    /// Carries an exec session through (a connection to guest-init's exec port): `Hello`,
+    /// `Exec`, then as [`Session::run`] after the layers.
+    pub fn exec(mut self, spec: &ExecSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
+        let result = self.exec_inner(spec, io);
+        *lock(&self.shared.phase) = Phase::Ended;
+        result
+    }
+
+    fn exec_inner(&mut self, spec: &ExecSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
+        self.expect_hello()?;
+        let t0 = Instant::now();
+        self.shared
+            .send("send the exec spec", &Message::Exec(spec.clone()))?;
+        self.finish(spec.stdin, io, Duration::ZERO, t0)
+    }
+
+    fn expect_hello(&mut self) -> Result<(), SessionError> {
+        match self.read("before its hello")? {
+            Message::Hello { version } if version == VERSION => Ok(()),
+            Message::Hello { version } => Err(SessionError::Version {
+                guest: version,
+                host: VERSION,
+            }),
+            other => Err(unexpected("Hello", &other)),
+        }
+    }
+
     fn read(&mut self, when: &'static str) -> Result<Message, SessionError> {
         read_message(&mut self.reader)
             .map_err(|source| SessionError::Protocol { what: when, source })?
@@ -235,16 +271,7 @@ impl Session {
                 files: layer_blobs.len(),
             });
         }
-        match self.read("before its hello")? {
-            Message::Hello { version } if version == VERSION => {}
-            Message::Hello { version } => {
-                return Err(SessionError::Version {
-                    guest: version,
-                    host: VERSION,
-                })
-            }
-            other => return Err(unexpected("Hello", &other)),
-        }
+        self.expect_hello()?;
         let t0 = Instant::now();
         self.shared
             .send("send the run spec", &Message::Run(spec.clone()))?;
@@ -252,8 +279,17 @@ impl Session {
             self.send_layer(path, layer.size)?;
         }
         let layers_done = Instant::now();
-        let layers_sent = layers_done - t0;
+        self.finish(spec.stdin, io, layers_done - t0, layers_done)
+    }
 
+    /// From the spec sent to `Exit`: waits for the start, then relays.
+    fn finish(
+        &mut self,
+        stdin: bool,
+        io: SessionIo<'_>,
+        layers_sent: Duration,
+        layers_done: Instant,
+    ) -> Result<Report, SessionError> {
         match self.read("before starting the container")? {
             Message::Started => {}
             Message::Failed { kind, message } => {
@@ -271,7 +307,7 @@ impl Session {
         let start = layers_done.elapsed();
         debug!(?layers_sent, ?start, "container started");
         self.begin_running()?;
-        if spec.stdin {
+        if stdin {
             self.spawn_stdin_pump(io.stdin)?;
         }
 
@@ -338,8 +374,8 @@ impl Session {
     fn begin_running(&self) -> Result<(), SessionError> {
         let mut phase = lock(&self.shared.phase);
         if let Phase::Starting(pending) = std::mem::replace(&mut *phase, Phase::Running) {
-            for signo in pending {
-                self.shared.send("send a signal", &Message::Signal(signo))?;
+            for msg in pending {
+                self.shared.send("send held signals and resizes", &msg)?;
             }
         }
         Ok(())

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ExitStatus, FailureKind, RunSpec};
+use crate::spec::{ExecSpec, ExitStatus, FailureKind, RunSpec};
 use crate::MAX_FRAME;
 
 /// One of the container's standard streams.
@@ -59,6 +59,8 @@ pub enum Message {
     Resize { rows: u16, cols: u16 },
     /// Guest → host, last: how the container's process ended.
     Exit(ExitStatus),
+    /// Host → guest, on an exec connection: what to run in the container.
+    Exec(ExecSpec),
 }
 
 /// Why a frame could not be read or decoded.
@@ -89,6 +91,7 @@ const TAG_EOF: u8 = 8;
 const TAG_SIGNAL: u8 = 9;
 const TAG_RESIZE: u8 = 10;
 const TAG_EXIT: u8 = 11;
+const TAG_EXEC: u8 = 12;
 
 #[derive(Serialize, Deserialize)]
 struct HelloBody {
@@ -150,6 +153,10 @@ impl Message {
             Message::Exit(status) => {
                 out.push(TAG_EXIT);
                 serde_json::to_writer(&mut out, status)?;
+            }
+            Message::Exec(spec) => {
+                out.push(TAG_EXEC);
+                serde_json::to_writer(&mut out, spec)?;
             }
         }
         let len = out.len() - 4;
@@ -214,6 +221,7 @@ impl Message {
                 _ => return Err(ProtocolError::Malformed("resize frame must hold 4 bytes")),
             },
             TAG_EXIT => Message::Exit(serde_json::from_slice(payload)?),
+            TAG_EXEC => Message::Exec(serde_json::from_slice(payload)?),
             other => return Err(ProtocolError::UnknownTag(other)),
         };
         Ok(msg)
@@ -295,7 +303,7 @@ pub fn read_message<R: Read + ?Sized>(r: &mut R) -> Result<Option<Message>, Prot
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::LayerSpec;
+    use crate::{LayerSpec, TermSize};
 
     fn all_messages() -> Vec<Message> {
         vec![
@@ -307,6 +315,7 @@ mod tests {
                 user: "1000:1000".into(),
                 hostname: "box".into(),
                 tty: false,
+                term_size: None,
                 stdin: true,
                 layers: vec![LayerSpec {
                     media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
@@ -334,6 +343,18 @@ mod tests {
             Message::Resize { rows: 24, cols: 80 },
             Message::Exit(ExitStatus::Signal(9)),
             Message::Exit(ExitStatus::Code(3)),
+            Message::Exec(ExecSpec {
+                argv: vec!["ls".into()],
+                env: vec!["TERM=xterm".into()],
+                cwd: "/tmp".into(),
+                user: "alice".into(),
+                tty: true,
+                term_size: Some(TermSize {
+                    rows: 50,
+                    cols: 132,
+                }),
+                stdin: true,
+            }),
         ]
     }
 
@@ -406,6 +427,7 @@ mod tests {
             &[TAG_SIGNAL, 1, 2, 3],
             &[TAG_RESIZE, 1],
             &[TAG_EXIT, b'"', b'x', b'"'],
+            &[TAG_EXEC, b'{', b'}'],
         ];
         for c in cases {
             assert!(Message::decode(c).is_err(), "{c:?} decoded");

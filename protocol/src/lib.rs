@@ -11,15 +11,24 @@
 //! chunks closed by [`Message::LayerEnd`]; the guest answers [`Message::Started`] (or
 //! [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
 //! signals as [`Message::Signal`], until the guest sends [`Message::Exit`].
+//!
+//! With `tty` set there is one output stream: the terminal's bytes come as `Data(Stdout)`, and
+//! [`Message::Resize`] changes its size.
+//!
+//! Exec sessions (version 2): while the container runs, guest-init also listens on vsock port
+//! [`EXEC_PORT`]; the host connects there (hybrid vsock: `CONNECT <port>\n` on the VM's socket)
+//! once per `skiff exec`. The guest sends `Hello`, the host answers [`Message::Exec`], the guest
+//! answers `Started` or `Failed`, then stdio, signals, resizes and `Exit` flow as above.
 
 mod frame;
 mod spec;
 
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
-pub use spec::{ExitStatus, FailureKind, LayerSpec, RunSpec};
+pub use spec::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
 
 /// Protocol version; the host refuses a guest that speaks another one.
-pub const VERSION: u32 = 1;
+/// 2: exec sessions on [`EXEC_PORT`], terminal sizes in the specs.
+pub const VERSION: u32 = 2;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
 pub const MAX_FRAME: usize = MAX_CHUNK + 64;
@@ -31,3 +40,6 @@ pub const MAX_CHUNK: usize = 1 << 20;
 
 /// The host-side vsock port guest-init connects to (CID 2) for its session.
 pub const SESSION_PORT: u32 = 1024;
+
+/// The guest-side vsock port guest-init listens on for exec sessions while the container runs.
+pub const EXEC_PORT: u32 = 1025;

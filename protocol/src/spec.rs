@@ -18,10 +18,41 @@ pub struct RunSpec {
     pub hostname: String,
     /// Whether the process gets a terminal.
     pub tty: bool,
+    /// The terminal's size at the start, when `tty` (later changes come as `Resize`).
+    #[serde(default)]
+    pub term_size: Option<TermSize>,
     /// Whether the host sends stdin; without it the container's stdin is /dev/null.
     pub stdin: bool,
     /// The image layers, bottom first; their bytes follow the spec on the wire in this order.
     pub layers: Vec<LayerSpec>,
+}
+
+/// A second process to run inside the running container (`skiff exec`): it joins the
+/// container's namespaces and root; nothing of the image travels again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The command and its arguments; `argv[0]` is looked up in `PATH` of `env` when it has no `/`.
+    pub argv: Vec<String>,
+    /// `KEY=VALUE` entries, in order; later entries win.
+    pub env: Vec<String>,
+    /// Working directory inside the container (absolute).
+    pub cwd: String,
+    /// `USER[:GROUP]`, resolved against the container's /etc/passwd and /etc/group; empty: root.
+    pub user: String,
+    /// Whether the process gets a terminal.
+    pub tty: bool,
+    /// The terminal's size at the start, when `tty`.
+    #[serde(default)]
+    pub term_size: Option<TermSize>,
+    /// Whether the host sends stdin; without it the process's stdin is /dev/null.
+    pub stdin: bool,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// One image layer as it travels to the guest.

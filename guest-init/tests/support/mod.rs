@@ -1,5 +1,7 @@
 //! Helpers of the native guest-init tests: real layer blobs built with the tar crate, a
 //! busybox image, and one session against a real `guest-init --connect-unix` process.
+// Each test binary uses its own part of these helpers.
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -168,7 +170,7 @@ pub fn busybox_layer() -> Layer {
         );
     for tool in [
         "sh", "cat", "id", "env", "pwd", "true", "kill", "ls", "echo", "find", "sort", "stat",
-        "hostname", "sleep", "readlink", "head", "dd",
+        "hostname", "sleep", "readlink", "head", "dd", "stty", "tty",
     ] {
         l = l.symlink(&format!("bin/{tool}"), "busybox");
     }
@@ -184,6 +186,7 @@ pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
         user: String::new(),
         hostname: "box".into(),
         tty: false,
+        term_size: None,
         stdin: false,
         layers,
     }
@@ -201,18 +204,23 @@ pub fn guest_init_binary() -> PathBuf {
 pub struct Guest {
     pub child: Child,
     pub session: Session,
-    _dir: tempfile::TempDir,
+    /// Where guest-init listens for exec sessions (`--exec-unix`), once the container runs.
+    pub exec_socket: PathBuf,
+    pub dir: tempfile::TempDir,
 }
 
 impl Guest {
     pub fn start() -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("session.sock");
+        let exec_socket = dir.path().join("exec.sock");
         let listener = UnixListener::bind(&sock).unwrap();
         listener.set_nonblocking(true).unwrap();
         let mut child = Command::new(guest_init_binary())
             .arg("--connect-unix")
             .arg(&sock)
+            .arg("--exec-unix")
+            .arg(&exec_socket)
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -236,7 +244,8 @@ impl Guest {
         Guest {
             child,
             session: Session::new(stream).unwrap(),
-            _dir: dir,
+            exec_socket,
+            dir,
         }
     }
 

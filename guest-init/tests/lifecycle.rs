@@ -1,0 +1,300 @@
+//! guest-init run natively with exec sessions and terminals: a second process inside the running
+//! container (its filesystem, namespaces, user, stdin, exit codes), a terminal for the first
+//! process and for exec'd ones (size at start, resize, Ctrl-C to the foreground group).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use protocol::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
+use skiff::session::{Outcome, Report, Session, SessionIo, SignalSender};
+use support::{busybox_layer, require_prerequisites, spec, Comp, Guest};
+
+fn busybox_image() -> (tempfile::TempDir, Vec<LayerSpec>, Vec<PathBuf>) {
+    require_prerequisites();
+    let dir = tempfile::tempdir().unwrap();
+    let (s, p) = busybox_layer().blob(dir.path(), Comp::Gzip);
+    (dir, vec![s], vec![p])
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Output that goes to a channel as it arrives.
+struct ChannelWriter(mpsc::Sender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.send(buf.to_vec());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Collects output from `rx` until it contains `needle`; returns all of it.
+fn read_until(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, needle: &str) {
+    while !text(seen).contains(needle) {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(e) => panic!(
+                "{needle:?} did not come ({e}); output so far: {}",
+                text(seen)
+            ),
+        }
+    }
+}
+
+/// The container's first process running on a thread; its stdout arrives on `out`.
+struct Background {
+    signals: SignalSender,
+    exec_socket: PathBuf,
+    out: mpsc::Receiver<Vec<u8>>,
+    seen: Vec<u8>,
+    done: thread::JoinHandle<Report>,
+}
+
+fn start_background(
+    s: RunSpec,
+    blobs: Vec<PathBuf>,
+    stdin: Option<Box<dyn Read + Send>>,
+) -> Background {
+    let guest = Guest::start();
+    let signals = guest.signals();
+    let exec_socket = guest.exec_socket.clone();
+    let (tx, out) = mpsc::channel();
+    let done = thread::spawn(move || {
+        let mut w = ChannelWriter(tx);
+        let mut err = Vec::new();
+        // The directory holds the exec socket: it lives as long as the session.
+        let Guest {
+            mut child,
+            session,
+            dir: _dir,
+            ..
+        } = guest;
+        let io = SessionIo {
+            stdin,
+            stdout: &mut w,
+            stderr: &mut err,
+        };
+        let report = session.run(&s, &blobs, io).expect("session failed");
+        assert!(child.wait().unwrap().success());
+        report
+    });
+    Background {
+        signals,
+        exec_socket,
+        out,
+        seen: Vec::new(),
+        done,
+    }
+}
+
+fn exec_spec(argv: &[&str]) -> ExecSpec {
+    ExecSpec {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        user: String::new(),
+        tty: false,
+        term_size: None,
+        stdin: false,
+    }
+}
+
+/// One exec session: (report, stdout, stderr).
+fn exec(socket: &Path, spec: &ExecSpec, stdin: Option<&[u8]>) -> (Report, String, String) {
+    let stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let session = Session::new(stream).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let io = SessionIo {
+        stdin: stdin.map(|b| Box::new(std::io::Cursor::new(b.to_vec())) as Box<dyn Read + Send>),
+        stdout: &mut out,
+        stderr: &mut err,
+    };
+    let report = session.exec(spec, io).expect("exec session failed");
+    (report, text(&out), text(&err))
+}
+
+fn exited(code: i32) -> Outcome {
+    Outcome::Exited(ExitStatus::Code(code))
+}
+
+#[test]
+fn exec_runs_inside_the_running_container() {
+    let (_d, layers, blobs) = busybox_image();
+    let s = spec(
+        &[
+            "sh",
+            "-c",
+            "echo written-by-pid1 > /tmp/mark; echo ready; sleep 100",
+        ],
+        layers,
+    );
+    let mut bg = start_background(s, blobs, None);
+    read_until(&bg.out, &mut bg.seen, "ready\n");
+    let sock = bg.exec_socket.clone();
+
+    // The container's filesystem, pid namespace and hostname.
+    let (r, out, err) = exec(
+        &sock,
+        &exec_spec(&[
+            "sh",
+            "-c",
+            "cat /tmp/mark; head -c 5 /proc/1/cmdline; echo; hostname",
+        ]),
+        None,
+    );
+    assert_eq!(r.outcome, exited(0), "{err}");
+    assert_eq!(out, "written-by-pid1\nsleep\nbox\n");
+
+    // Exit codes, env, cwd, user, stdin.
+    let (r, _, _) = exec(&sock, &exec_spec(&["sh", "-c", "exit 4"]), None);
+    assert_eq!(r.outcome, exited(4));
+    let mut e = exec_spec(&["sh", "-c", "echo $FOO; pwd; id -u; cat"]);
+    e.env.push("FOO=bar".into());
+    e.cwd = "/tmp/made".into();
+    e.user = "alice".into();
+    e.stdin = true;
+    let (r, out, err) = exec(&sock, &e, Some(b"from stdin"));
+    assert_eq!(r.outcome, exited(0), "{err}");
+    assert_eq!(out, "bar\n/tmp/made\n1000\nfrom stdin");
+
+    // A missing command is 127, as for run.
+    let (r, _, _) = exec(&sock, &exec_spec(&["nosuchcmd"]), None);
+    match r.outcome {
+        Outcome::Failed { kind, message } => {
+            assert_eq!(kind, FailureKind::NotFound);
+            assert!(message.contains("nosuchcmd"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Files written by an exec'd process are seen by the first one's container.
+    let (r, _, _) = exec(
+        &sock,
+        &exec_spec(&["sh", "-c", "echo from-exec > /tmp/back"]),
+        None,
+    );
+    assert_eq!(r.outcome, exited(0));
+    let (r, out, _) = exec(&sock, &exec_spec(&["cat", "/tmp/back"]), None);
+    assert_eq!((r.outcome, out.as_str()), (exited(0), "from-exec\n"));
+
+    bg.signals.send(9).unwrap();
+    let report = bg.done.join().unwrap();
+    assert_eq!(report.outcome, Outcome::Exited(ExitStatus::Signal(9)));
+}
+
+#[test]
+fn exec_dies_with_the_container() {
+    let (_d, layers, blobs) = busybox_image();
+    let s = spec(&["sh", "-c", "echo ready; read x; exit 3"], layers);
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
+    let mut s = s;
+    s.stdin = true;
+    let mut bg = start_background(
+        s,
+        blobs,
+        Some(Box::new(ChannelReader(stdin_rx, Vec::new()))),
+    );
+    read_until(&bg.out, &mut bg.seen, "ready\n");
+    let sock = bg.exec_socket.clone();
+    let long = thread::spawn(move || exec(&sock, &exec_spec(&["sleep", "100"]), None));
+    thread::sleep(Duration::from_millis(300));
+    stdin_tx.send(b"go\n".to_vec()).unwrap();
+    assert_eq!(bg.done.join().unwrap().outcome, exited(3));
+    // The pid namespace's init is gone: the kernel killed the exec'd process.
+    let (r, _, _) = long.join().unwrap();
+    assert_eq!(r.outcome, Outcome::Exited(ExitStatus::Signal(9)));
+}
+
+/// Stdin fed from a channel; a dropped sender ends it.
+struct ChannelReader(mpsc::Receiver<Vec<u8>>, Vec<u8>);
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.1.is_empty() {
+            match self.0.recv() {
+                Ok(b) => self.1 = b,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.1.len());
+        buf[..n].copy_from_slice(&self.1[..n]);
+        self.1.drain(..n);
+        Ok(n)
+    }
+}
+
+#[test]
+fn terminal_size_resize_and_ctrl_c() {
+    let (_d, layers, blobs) = busybox_image();
+    let mut s = spec(
+        &[
+            "sh",
+            "-c",
+            "tty; stty size; echo ready; read x; stty size; \
+             trap 'echo caught INT' INT; sleep 100; echo after; exit 5",
+        ],
+        layers,
+    );
+    s.tty = true;
+    s.stdin = true;
+    s.term_size = Some(TermSize {
+        rows: 30,
+        cols: 100,
+    });
+    let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
+    let mut bg = start_background(
+        s,
+        blobs,
+        Some(Box::new(ChannelReader(stdin_rx, Vec::new()))),
+    );
+    read_until(&bg.out, &mut bg.seen, "ready\r\n");
+    let first = text(&bg.seen);
+    assert!(first.starts_with("/dev/pts/"), "{first}");
+    assert!(first.contains("\r\n30 100\r\n"), "{first}");
+
+    // The resize is sent before the line that lets the shell go on.
+    bg.signals.resize(50, 132).unwrap();
+    stdin_tx.send(b"go\r".to_vec()).unwrap();
+    read_until(&bg.out, &mut bg.seen, "50 132\r\n");
+    // Ctrl-C through the terminal: SIGINT to the foreground group kills sleep, the trap runs.
+    thread::sleep(Duration::from_millis(300));
+    stdin_tx.send(vec![3]).unwrap();
+    read_until(&bg.out, &mut bg.seen, "after\r\n");
+    assert!(text(&bg.seen).contains("caught INT"), "{}", text(&bg.seen));
+    assert_eq!(bg.done.join().unwrap().outcome, exited(5));
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    let (_d, layers, blobs) = busybox_image();
+    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
+    let mut bg = start_background(s, blobs, None);
+    read_until(&bg.out, &mut bg.seen, "ready\n");
+    let mut e = exec_spec(&[
+        "sh",
+        "-c",
+        "tty >/dev/null && echo is-a-tty; stty size; exit 6",
+    ]);
+    e.tty = true;
+    e.term_size = Some(TermSize { rows: 40, cols: 90 });
+    let (r, out, err) = exec(&bg.exec_socket, &e, None);
+    assert_eq!(r.outcome, exited(6));
+    assert_eq!(out, "is-a-tty\r\n40 90\r\n");
+    assert_eq!(err, "", "a terminal has one output stream");
+    bg.signals.send(9).unwrap();
+    bg.done.join().unwrap();
+}
