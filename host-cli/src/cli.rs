@@ -21,6 +21,21 @@ pub enum Command {
     Run(RunArgs),
     /// Show the guest kernel, guest-init and which engines this host can use.
     Info,
+    /// Pull an image from a registry into the store.
+    Pull(crate::commands::pull::PullArgs),
+    /// Save credentials for a registry.
+    Login(crate::commands::login::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(crate::commands::login::LogoutArgs),
+    /// List images.
+    Images(crate::commands::images::ImagesArgs),
+    /// Remove images.
+    Rmi(crate::commands::images::RmiArgs),
+    /// Give an image another name.
+    Tag(crate::commands::images::TagArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(crate::commands::images::ImageCommand),
 }
 
 /// Which virtual machine monitor runs the guest.
@@ -69,7 +84,13 @@ pub struct RunArgs {
     /// The virtual machine monitor.
     #[arg(long, value_enum, default_value_t = EngineKind::Auto, env = "SKIFF_ENGINE")]
     pub engine: EngineKind,
-    /// The image: oci:DIR[:TAG] or oci-archive:FILE[:TAG].
+    /// When to pull the image.
+    #[arg(long, value_enum, default_value_t)]
+    pub pull: crate::commands::pull::PullPolicy,
+    #[command(flatten)]
+    pub registry: crate::commands::pull::RegistryArgs,
+    /// The image: NAME[:TAG], NAME@sha256:DIGEST, an image ID, oci:DIR[:TAG] or
+    /// oci-archive:FILE[:TAG].
     pub image: String,
     /// The command and its arguments (default: the image's).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -137,7 +158,9 @@ mod tests {
             "echo -n hi",
         ])
         .unwrap();
-        let Command::Run(r) = cli.command;
+        let Command::Run(r) = cli.command else {
+            panic!("parsed as another command")
+        };
         assert_eq!(r.image, "oci:x");
         assert_eq!(r.command, ["sh", "-c", "echo -n hi"]);
         assert_eq!(r.env, ["A=1"]);

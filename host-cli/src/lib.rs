@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod cli;
+pub mod commands;
 pub mod console;
 pub mod dirs;
 pub mod engine;

@@ -20,6 +20,13 @@ fn main() {
     let result = match cli.command {
         Command::Run(args) => skiff::run::run(args, cli.debug),
         Command::Info => skiff::info::info(),
+        Command::Pull(args) => skiff::commands::pull::pull(args),
+        Command::Login(args) => skiff::commands::login::login(args),
+        Command::Logout(args) => skiff::commands::login::logout(args),
+        Command::Images(args) => skiff::commands::images::images(args),
+        Command::Rmi(args) => skiff::commands::images::rmi(args),
+        Command::Tag(args) => skiff::commands::images::tag(args),
+        Command::Image(cmd) => skiff::commands::images::image(cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -25,7 +25,7 @@ const POWEROFF_GRACE: Duration = Duration::from_secs(5);
 /// Runs the container and returns the exit code skiff should exit with.
 pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     let started = Instant::now();
-    let image = image::open(&args.image)?;
+    let image = crate::commands::pull::resolve_for_run(&args.image, args.pull, &args.registry)?;
     let hostname = args.hostname.clone().unwrap_or_else(container_id);
     let process = image::merge(&image.config, &overrides(&args, &hostname))?;
     let spec = RunSpec {

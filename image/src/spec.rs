@@ -127,6 +127,9 @@ pub enum ManifestOrIndex {
 /// The image configuration blob (the parts skiff uses).
 #[derive(Debug, Default, Deserialize)]
 pub struct ConfigFile {
+    /// RFC 3339 creation time, when the image says.
+    #[serde(default)]
+    pub created: Option<String>,
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]

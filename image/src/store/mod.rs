@@ -36,13 +36,31 @@ use crate::layout::{Layout, MAX_JSON};
 use crate::name::ImageName;
 use crate::reference::{Selector, Transport};
 use crate::resolved::ResolvedImage;
-use crate::spec::{self, Manifest, REF_NAME};
+use crate::spec::{self, ConfigFile, Manifest, REF_NAME};
 
 /// The image store; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     dir: PathBuf,
+}
+
+/// What `skiff images` shows of one named image.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub name: String,
+    /// The image manifest's digest.
+    pub manifest: String,
+    /// The digest the registry gave for the name, when it was pulled.
+    pub source_digest: Option<String>,
+    /// The config's digest (docker's image ID).
+    pub id: String,
+    pub created: Option<String>,
+    pub os: String,
+    pub architecture: String,
+    /// Bytes of config and layer blobs.
+    pub size: u64,
+    pub layers: usize,
 }
 
 /// What a sweep of unreferenced blobs removed.
@@ -291,6 +309,23 @@ impl Store {
         image.reference = entry.name().to_owned();
         image._keep = Some(Box::new(pin));
         Ok(image)
+    }
+
+    /// The facts `skiff images` shows about an entry.
+    pub fn summary(&self, entry: &Entry) -> StoreResult<Summary> {
+        let m: Manifest = self.json_blob(&entry.digest)?;
+        let config: ConfigFile = self.json_blob(&m.config.digest)?;
+        Ok(Summary {
+            name: entry.name().to_owned(),
+            manifest: entry.digest.clone(),
+            source_digest: entry.annotations.get(SOURCE_DIGEST).cloned(),
+            id: m.config.digest.clone(),
+            created: config.created,
+            os: config.os,
+            architecture: config.architecture,
+            size: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
+            layers: m.layers.len(),
+        })
     }
 
     /// The blobs an entry references: manifest, config, layers, and the index it came from.
