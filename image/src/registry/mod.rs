@@ -133,7 +133,10 @@ impl Client {
         resp.into_reader()
             .take(MAX_JSON + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| self.unreachable(&e.to_string()))?;
+            .map_err(|e| StoreError::Invalid {
+                what: what.clone(),
+                reason: format!("its body ended early ({})", one_line(&e.to_string(), 100)),
+            })?;
         if bytes.len() as u64 > MAX_JSON {
             return Err(StoreError::TooLarge {
                 what,
