@@ -364,14 +364,19 @@ impl Puller<'_> {
                 limit: MAX_JSON,
             });
         }
-        let (body, _) = self.client.blob(digest.as_str(), 0)?;
-        let mut bytes = Vec::new();
-        body.take(desc.size + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| StoreError::Unreachable {
-                registry: self.client.registry().to_owned(),
-                reason: e.to_string(),
-            })?;
+        let bytes = if self.store.has_blob(&digest, desc.size) {
+            self.store.small_blob(digest.as_str())?
+        } else {
+            let (body, _) = self.client.blob(digest.as_str(), 0)?;
+            let mut bytes = Vec::new();
+            body.take(desc.size + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| StoreError::Unreachable {
+                    registry: self.client.registry().to_owned(),
+                    reason: e.to_string(),
+                })?;
+            bytes
+        };
         if bytes.len() as u64 != desc.size {
             return Err(StoreError::SizeMismatch {
                 digest: digest.to_string(),

@@ -1,0 +1,785 @@
+//! `skiff pull` and the image store against a real registry: `docker-registry` (Debian's
+//! distribution 2.8) started on a free loopback port with its own storage, open or with htpasswd
+//! basic auth, the test images pushed with skopeo. A relay between skiff and the registry counts
+//! requests and cuts a download on demand; a small HTTP server serves broken answers.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_tests::{images_dir, run_with_deadline, sha256_hex, skiff_bin};
+use tempfile::TempDir;
+
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn images() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(images_dir)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `docker-registry` process with its own storage; killed on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Registry {
+    fn open() -> Registry {
+        Registry::start(None)
+    }
+
+    fn with_htpasswd(user: &str, password: &str) -> Registry {
+        Registry::start(Some((user, password)))
+    }
+
+    fn start(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apache2-utils) is needed: run scripts/deps.sh");
+            assert!(out.status.success(), "htpasswd failed");
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, &out.stdout).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config_path = dir.path().join("config.yml");
+        fs::write(&config_path, config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is needed: run scripts/deps.sh");
+        let registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let end = Instant::now() + Duration::from_secs(15);
+        while http_status(port, "/v2/").is_none() {
+            assert!(Instant::now() < end, "docker-registry did not start on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Copies `oci/<layout_tag>` of the test images to `<host>/<dest>` (`--all` for indexes).
+    fn push(&self, layout_tag: &str, dest: &str, creds: Option<&str>) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--quiet", "--all", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.arg(format!("--dest-creds={c}"));
+        }
+        let out = cmd
+            .arg(format!("oci:{}/oci/{layout_tag}", images().display()))
+            .arg(format!("docker://{}/{dest}", self.host()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo push failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status code of `GET path`, or `None` when nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// skiff's cache (kernel, initramfs) as the real user has it, since tests give skiff another
+/// home.
+fn cache_dir() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(d) = var("SKIFF_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("skiff");
+    }
+    PathBuf::from(var("HOME").unwrap_or_else(|| "/".into())).join(".cache/skiff")
+}
+
+/// A private state root and home for one skiff user.
+struct User {
+    root: TempDir,
+    home: TempDir,
+}
+
+impl User {
+    fn new() -> User {
+        User {
+            root: tempfile::tempdir().unwrap(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn cmd(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new(skiff_bin());
+        c.args(args)
+            .env("SKIFF_CACHE", cache_dir())
+            .env("SKIFF_ROOT", root)
+            .env("HOME", self.home.path())
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("XDG_DATA_HOME");
+        c
+    }
+
+    fn skiff(&self, args: &[&str]) -> Output {
+        self.skiff_in(self.root.path(), args, b"")
+    }
+
+    fn skiff_in(&self, root: &Path, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_deadline(self.cmd(root, args), stdin, DEADLINE).unwrap()
+    }
+
+    fn store(&self) -> PathBuf {
+        self.root.path().join("images")
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stdout: {}\nstderr: {}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
+
+/// The blobs (name and size) and the names of a store: what "unchanged" compares.
+fn snapshot(store: &Path) -> (Vec<(String, u64)>, String) {
+    let mut blobs: Vec<(String, u64)> = fs::read_dir(store.join("blobs/sha256"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let len = e.metadata().unwrap().len();
+                    (e.file_name().to_string_lossy().into_owned(), len)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    blobs.sort();
+    let index = fs::read_to_string(store.join("index.json")).unwrap_or_default();
+    (blobs, index)
+}
+
+/// Files left in the store's scratch directory.
+fn scratch(store: &Path) -> Vec<String> {
+    fs::read_dir(store.join("tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A skiff error: exit 125, one line on stderr that says `what`, the store as it was.
+#[track_caller]
+fn refused(o: &Output, what: &str, store: &Path, before: &(Vec<(String, u64)>, String)) {
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "stderr: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("skiff: error: "), "{err}");
+    assert!(err.contains(what), "{err:?} does not say {what:?}");
+    assert_eq!(&snapshot(store), before, "the store changed");
+    assert_eq!(scratch(store), Vec::<String>::new(), "leftover partial files");
+}
+
+fn inspect(user: &User, name: &str) -> Value {
+    let out = ok(&user.skiff(&["image", "inspect", name]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// The digest line of `skiff pull`.
+fn pulled_digest(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .expect("pull prints the digest")
+        .to_owned()
+}
+
+/// The config digest of `oci/<name>:<tag>` in the test images.
+fn layout_config_digest(name: &str, tag: &str) -> String {
+    let dir = images().join("oci").join(name);
+    let blob = |d: &str| -> Value {
+        let p = dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+    };
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    blob(entry["digest"].as_str().unwrap())["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn pull_by_tag_then_by_digest() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "team/busybox:v1", None);
+    let user = User::new();
+    let name = format!("{}/team/busybox:v1", reg.host());
+    let out = ok(&user.skiff(&["pull", &name]));
+    let digest = pulled_digest(&out);
+    let info = inspect(&user, &name);
+    assert_eq!(info["Id"], layout_config_digest("busybox", "latest"));
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(info["RepoTags"], json!([name.clone()]));
+
+    let by_digest = format!("{}/team/busybox@{digest}", reg.host());
+    let other = User::new();
+    let out = ok(&other.skiff(&["pull", &by_digest]));
+    assert_eq!(pulled_digest(&out), digest);
+    assert_eq!(inspect(&other, &by_digest)["Id"], info["Id"]);
+
+    let list: Value = serde_json::from_str(&ok(&user.skiff(&["images", "--format", "json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["Repository"], format!("{}/team/busybox", reg.host()));
+    assert_eq!(list[0]["Tag"], "v1");
+    let table = ok(&user.skiff(&["images"]));
+    assert!(table.contains("team/busybox") && table.contains("v1"), "{table}");
+}
+
+#[test]
+fn multi_platform_index_picks_amd64_unless_told() {
+    let reg = Registry::open();
+    reg.push("busybox:multi", "busybox:multi", None);
+    let user = User::new();
+    let name = format!("{}/busybox:multi", reg.host());
+    ok(&user.skiff(&["pull", &name]));
+    let info = inspect(&user, &name);
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(info["Id"], layout_config_digest("busybox", "latest"));
+    assert_ne!(info["SourceDigest"], info["Manifest"], "the index digest is kept");
+
+    let arm = User::new();
+    ok(&arm.skiff(&["pull", "--platform", "linux/arm64", &name]));
+    assert_eq!(inspect(&arm, &name)["Architecture"], "arm64");
+
+    let before = snapshot(&arm.store());
+    let o = arm.skiff(&["pull", "--platform", "linux/s390x", &name]);
+    refused(&o, "has no image for linux/s390x", &arm.store(), &before);
+}
+
+/// A relay from a loopback port to the registry that records each request head and can cut
+/// the first blob answer longer than `cut_after` bytes.
+struct Relay {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl Relay {
+    fn start(upstream: u16, cut_after: Option<usize>) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(Mutex::new(cut_after));
+        let (h, c) = (heads.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (h, c, armed) = (h.clone(), c.clone(), armed.clone());
+                std::thread::spawn(move || relay(client, server, h, c, armed));
+            }
+        });
+        Relay { port, heads, cuts }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn blob_gets(&self) -> usize {
+        let heads = self.heads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.starts_with("GET ") && h.contains("/blobs/"))
+            .count()
+    }
+
+    fn ranged_gets(&self) -> usize {
+        let heads = self.heads.lock().unwrap();
+        heads
+            .iter()
+            .filter(|h| h.to_ascii_lowercase().contains("\r\nrange: bytes="))
+            .count()
+    }
+}
+
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    heads: Arc<Mutex<Vec<String>>>,
+    cuts: Arc<AtomicUsize>,
+    armed: Arc<Mutex<Option<usize>>>,
+) {
+    let (tx, rx) = mpsc::channel::<String>();
+    let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut pending = Vec::new();
+        loop {
+            let n = match c_in.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
+                pending.drain(..end + 4);
+                heads.lock().unwrap().push(head.clone());
+                let _ = tx.send(head);
+            }
+            if s_out.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = s_out.shutdown(Shutdown::Write);
+    });
+    let (mut s_in, mut c_out) = (server, client);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut limit: Option<usize> = None;
+    let mut sent = 0usize;
+    loop {
+        let n = match s_in.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while let Ok(head) = rx.try_recv() {
+            sent = 0;
+            limit = None;
+            if head.starts_with("GET ") && head.contains("/blobs/") {
+                limit = *armed.lock().unwrap();
+            }
+        }
+        if let Some(max) = limit {
+            if sent + n > max {
+                let _ = c_out.write_all(&buf[..max - sent]);
+                *armed.lock().unwrap() = None;
+                cuts.fetch_add(1, Ordering::SeqCst);
+                let _ = c_out.shutdown(Shutdown::Both);
+                let _ = s_in.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+        sent += n;
+        if c_out.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = c_out.shutdown(Shutdown::Write);
+}
+
+#[test]
+fn second_pull_downloads_nothing() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    reg.push("busybox:entry", "busybox:entry", None);
+    let relay = Relay::start(reg.port, None);
+    let user = User::new();
+    let name = format!("{}/busybox:latest", relay.host());
+    ok(&user.skiff(&["pull", &name]));
+    let first = relay.blob_gets();
+    assert_eq!(first, 2, "config and one layer");
+    let before = snapshot(&user.store());
+    let out = ok(&user.skiff(&["pull", &name]));
+    assert_eq!(relay.blob_gets(), first, "the second pull fetched blobs");
+    assert!(out.contains("0 layer(s) downloaded"), "{out}");
+    assert_eq!(snapshot(&user.store()), before);
+    // a second image with the same layer fetches only its config
+    ok(&user.skiff(&["pull", &format!("{}/busybox:entry", relay.host())]));
+    assert_eq!(relay.blob_gets(), first + 1);
+}
+
+#[test]
+fn interrupted_pull_resumes_with_a_range_request() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let relay = Relay::start(reg.port, Some(300_000));
+    let user = User::new();
+    let name = format!("{}/busybox:latest", relay.host());
+    ok(&user.skiff(&["pull", &name]));
+    assert_eq!(relay.cuts.load(Ordering::SeqCst), 1, "the download was not cut");
+    assert!(relay.ranged_gets() >= 1, "no Range request after the cut");
+    assert_eq!(
+        inspect(&user, &name)["Id"],
+        layout_config_digest("busybox", "latest")
+    );
+    assert!(scratch(&user.store()).is_empty());
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_store_one_copy() {
+    let reg = Registry::open();
+    reg.push("debian:2layer", "debian:2layer", None);
+    let user = User::new();
+    let name = format!("{}/debian:2layer", reg.host());
+    let a = user.cmd(user.root.path(), &["pull", &name]);
+    let b = user.cmd(user.root.path(), &["pull", &name]);
+    let ta = std::thread::spawn(move || run_with_deadline(a, b"", DEADLINE).unwrap());
+    let tb = std::thread::spawn(move || run_with_deadline(b, b"", DEADLINE).unwrap());
+    let (oa, ob) = (ta.join().unwrap(), tb.join().unwrap());
+    ok(&oa);
+    ok(&ob);
+    let (blobs, index) = snapshot(&user.store());
+    // manifest, config, two layers
+    assert_eq!(blobs.len(), 4, "{blobs:?}");
+    assert_eq!(index.matches("org.opencontainers.image.ref.name").count(), 1);
+    assert!(scratch(&user.store()).is_empty());
+    let info = inspect(&user, &name);
+    assert_eq!(info["Layers"], 2);
+}
+
+#[test]
+fn rmi_and_prune_free_blobs() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    reg.push("busybox:2layer", "busybox:2layer", None);
+    let user = User::new();
+    let latest = format!("{}/busybox:latest", reg.host());
+    let two = format!("{}/busybox:2layer", reg.host());
+    ok(&user.skiff(&["pull", &latest]));
+    let (only_latest, _) = snapshot(&user.store());
+    ok(&user.skiff(&["pull", &two]));
+    ok(&user.skiff(&["tag", &two, "local/copy:1"]));
+    let out = ok(&user.skiff(&["rmi", &two]));
+    assert!(out.contains("Untagged:"), "{out}");
+    // 2layer adds its manifest, config and second layer; the other name keeps them
+    assert_eq!(snapshot(&user.store()).0.len(), only_latest.len() + 3);
+    ok(&user.skiff(&["rmi", "local/copy:1"]));
+    assert_eq!(snapshot(&user.store()).0, only_latest, "2layer's own blobs stay");
+
+    // a stray blob (as left by a killed load) goes with prune
+    let stray = b"stray bytes";
+    fs::write(user.store().join("blobs/sha256").join(sha256_hex(stray)), stray).unwrap();
+    fs::write(user.store().join("tmp/leftover.partial"), b"x").unwrap();
+    let out = ok(&user.skiff(&["image", "prune"]));
+    assert!(out.contains("Deleted: 1 blob(s)"), "{out}");
+    assert_eq!(snapshot(&user.store()).0, only_latest);
+    assert!(scratch(&user.store()).is_empty());
+
+    ok(&user.skiff(&["rmi", &latest]));
+    assert!(snapshot(&user.store()).0.is_empty());
+
+    let before = snapshot(&user.store());
+    let o = user.skiff(&["rmi", "no/such:image"]);
+    refused(&o, "no image no/such:image in the store", &user.store(), &before);
+}
+
+#[test]
+fn basic_auth_login_and_docker_config() {
+    let reg = Registry::with_htpasswd("alice", "s3cret");
+    reg.push("busybox:latest", "busybox:latest", Some("alice:s3cret"));
+    let name = format!("{}/busybox:latest", reg.host());
+
+    let user = User::new();
+    ok(&user.skiff(&["images"]));
+    let before = snapshot(&user.store());
+    let o = user.skiff(&["pull", &name]);
+    refused(&o, "log in with `skiff login`", &user.store(), &before);
+    let o = user.skiff_in(
+        user.root.path(),
+        &["login", &reg.host(), "-u", "alice", "--password-stdin"],
+        b"wrong\n",
+    );
+    refused(&o, "refused the credentials", &user.store(), &before);
+    assert!(!user.root.path().join("auth.json").exists());
+    ok(&user.skiff_in(
+        user.root.path(),
+        &["login", &reg.host(), "-u", "alice", "--password-stdin"],
+        b"s3cret\n",
+    ));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(user.root.path().join("auth.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok(&user.skiff(&["pull", &name]));
+    ok(&user.skiff(&["logout", &reg.host()]));
+
+    // docker's config file
+    let docker_user = User::new();
+    let cfg = docker_user.home.path().join(".docker");
+    fs::create_dir_all(&cfg).unwrap();
+    let write_cfg = |pw: &str| {
+        let auth = base64_encode(format!("alice:{pw}").as_bytes());
+        fs::write(
+            cfg.join("config.json"),
+            json!({"auths": {reg.host(): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+    };
+    write_cfg("nope");
+    ok(&docker_user.skiff(&["images"]));
+    let before = snapshot(&docker_user.store());
+    let o = docker_user.skiff(&["pull", &name]);
+    refused(&o, "wrong user name or password", &docker_user.store(), &before);
+    write_cfg("s3cret");
+    ok(&docker_user.skiff(&["pull", &name]));
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// One canned answer of [`serve`].
+struct Canned {
+    path: String,
+    content_type: &'static str,
+    body: Vec<u8>,
+    /// Content-Length to claim (the body's length when `None`).
+    claim: Option<usize>,
+}
+
+/// A small HTTP server answering GET `/v2/` and the canned paths (404 otherwise).
+fn serve(routes: Vec<Canned>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let routes = Arc::new(routes);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let routes = routes.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    return;
+                }
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let (status, ctype, body, claim) = match routes.iter().find(|r| r.path == path) {
+                    Some(r) => ("200 OK", r.content_type, r.body.clone(), r.claim),
+                    None if path == "/v2/" => ("200 OK", "application/json", b"{}".to_vec(), None),
+                    None => ("404 Not Found", "application/json", b"{\"errors\":[{\"code\":\"NOT_FOUND\",\"message\":\"no\"}]}".to_vec(), None),
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    claim.unwrap_or(body.len())
+                );
+                let _ = conn.write_all(&body);
+            });
+        }
+    });
+    port
+}
+
+fn blob_route(bytes: &[u8], digest_of: &[u8]) -> (Canned, Value) {
+    let digest = format!("sha256:{}", sha256_hex(digest_of));
+    (
+        Canned {
+            path: format!("/v2/bad/blobs/{digest}"),
+            content_type: "application/octet-stream",
+            body: bytes.to_vec(),
+            claim: None,
+        },
+        json!({"digest": digest, "size": digest_of.len()}),
+    )
+}
+
+fn manifest_route(reference: &str, content_type: &'static str, body: Vec<u8>, claim: Option<usize>) -> Canned {
+    Canned {
+        path: format!("/v2/bad/manifests/{reference}"),
+        content_type,
+        body,
+        claim,
+    }
+}
+
+#[test]
+fn bad_input_is_one_line_exit_125_and_leaves_the_store_unchanged() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let user = User::new();
+    ok(&user.skiff(&["pull", &format!("{}/busybox:latest", reg.host())]));
+    let store = user.store();
+    let before = snapshot(&store);
+
+    let o = user.skiff(&["pull", &format!("{}/busybox:nope", reg.host())]);
+    refused(&o, "not found in registry", &store, &before);
+    let o = user.skiff(&["pull", &format!("127.0.0.1:{}/busybox:latest", free_port())]);
+    refused(&o, "is unreachable", &store, &before);
+    let o = user.skiff(&["rmi", "missing:image"]);
+    refused(&o, "no image missing:image in the store", &store, &before);
+    let o = user.skiff(&["run", "--pull", "never", "missing:image"]);
+    refused(&o, "no image missing:image in the store", &store, &before);
+
+    // a layer whose bytes do not match its digest
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]}})).unwrap();
+    let (config_route, config_desc) = blob_route(&config, &config);
+    let good_layer = vec![7u8; 200_000];
+    let mut evil_layer = good_layer.clone();
+    evil_layer[100_000] = 8;
+    let (layer_route, layer_desc) = blob_route(&evil_layer, &good_layer);
+    let manifest = |layer_type: &str| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_desc["digest"], "size": config_desc["size"]},
+            "layers": [{"mediaType": layer_type, "digest": layer_desc["digest"], "size": layer_desc["size"]}],
+        }))
+        .unwrap()
+    };
+    let good = manifest("application/vnd.oci.image.layer.v1.tar+gzip");
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let port = serve(vec![
+        config_route,
+        layer_route,
+        manifest_route("evil", oci, good.clone(), None),
+        manifest_route("truncated", oci, good[..good.len() / 2].to_vec(), Some(good.len())),
+        manifest_route("cut-json", oci, good[..good.len() / 2].to_vec(), None),
+        manifest_route("strange", "application/vnd.example.thing+json", b"{}".to_vec(), None),
+        manifest_route("layer-type", oci, manifest("application/vnd.example.layer"), None),
+        manifest_route("schema1", "application/vnd.docker.distribution.manifest.v1+prettyjws", b"{}".to_vec(), None),
+        manifest_route("huge", oci, vec![b' '; 5 << 20], None),
+    ]);
+    let bad = |r: &str| format!("127.0.0.1:{port}/bad:{r}");
+    let o = user.skiff(&["pull", &bad("evil")]);
+    refused(&o, "does not match its digest", &store, &before);
+    let o = user.skiff(&["pull", &bad("truncated")]);
+    refused(&o, "ended early", &store, &before);
+    let o = user.skiff(&["pull", &bad("cut-json")]);
+    refused(&o, "is not valid", &store, &before);
+    let o = user.skiff(&["pull", &bad("strange")]);
+    refused(&o, "application/vnd.example.thing+json", &store, &before);
+    let o = user.skiff(&["pull", &bad("layer-type")]);
+    refused(&o, "application/vnd.example.layer", &store, &before);
+    let o = user.skiff(&["pull", &bad("schema1")]);
+    refused(&o, "schema 1", &store, &before);
+    let o = user.skiff(&["pull", &bad("huge")]);
+    refused(&o, "more than the limit of 4194304", &store, &before);
+}
+
+/// A tmpfs mounted on a temporary directory; unmounted on drop.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a tmpfs needs root");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn disk_full_during_a_pull_leaves_the_store_unchanged() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let fs = Tmpfs::mount("512k");
+    let user = User::new();
+    let root = fs.0.path().to_owned();
+    ok(&user.skiff_in(&root, &["images"], b""));
+    let store = root.join("images");
+    let before = snapshot(&store);
+    let o = user.skiff_in(&root, &["pull", &format!("{}/busybox:latest", reg.host())], b"");
+    refused(&o, "No space left on device", &store, &before);
+}
+
+#[test]
+fn run_pulls_a_named_image_and_runs_it() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let user = User::new();
+    let name = format!("{}/busybox:latest", reg.host());
+    let out = user.skiff(&["run", "--engine", "qemu", &name, "echo", "hi"]);
+    assert_eq!(ok(&out), "hi\n");
+    assert!(text(&out.stderr).contains("Unable to find image"), "{}", text(&out.stderr));
+    let blobs = snapshot(&user.store()).0;
+    // a second run finds it in the store and pulls nothing
+    let out = user.skiff(&["run", "--engine", "qemu", "--pull", "never", &name, "echo", "again"]);
+    assert_eq!(ok(&out), "again\n");
+    assert_eq!(snapshot(&user.store()).0, blobs);
+}
