@@ -36,10 +36,13 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(crate::commands::images::ImageCommand),
+    #[command(flatten)]
+    Container(crate::container::cli::ContainerCommand),
 }
 
 /// Which virtual machine monitor runs the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// skiff's own VMM when guest code runs natively on this host, else qemu.
     Auto,
@@ -51,9 +54,19 @@ pub enum EngineKind {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Remove the container when it exits (containers keep no state yet, so this is the default).
+    /// Remove the container when it exits (a foreground container keeps no state, so this is
+    /// its default).
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background under a monitor process and print the container's id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Name the container (default: a generated name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Give the container a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Keep stdin open and send it to the container.
     #[arg(short, long)]
     pub interactive: bool,

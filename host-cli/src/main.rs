@@ -27,6 +27,7 @@ fn main() {
         Command::Rmi(args) => skiff::commands::images::rmi(args),
         Command::Tag(args) => skiff::commands::images::tag(args),
         Command::Image(cmd) => skiff::commands::images::image(cmd),
+        Command::Container(cmd) => skiff::container::cli::dispatch(cmd),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -172,6 +172,11 @@ impl SignalSender {
         self.control("send a resize", Message::Resize { rows, cols })
     }
 
+    /// Whether the process has started and not yet ended.
+    pub fn is_running(&self) -> bool {
+        matches!(*lock(&self.shared.phase), Phase::Running)
+    }
+
     fn control(&self, what: &'static str, msg: Message) -> Result<(), SessionError> {
         let mut phase = lock(&self.shared.phase);
         match &mut *phase {

@@ -3,6 +3,7 @@
 //! virtio-vsock device, served over vhost-user from a thread of this process, can reach it.
 
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,11 +102,24 @@ impl Qemu {
             .context("cannot duplicate the qemu log file")?;
         let args = arguments(boot, &vhost, accel_kvm);
         tracing::debug!(qemu = %qemu.display(), ?args, "starting qemu");
-        let child = Command::new(&qemu)
-            .args(&args)
+        let mut cmd = Command::new(&qemu);
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
+            // Out of the terminal's process group: Ctrl-C is for the container, not for qemu.
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe. qemu dies with the thread that started it, so a
+        // killed skiff (or monitor) leaves no VM behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", qemu.display()))?;
         Ok(Qemu {

@@ -1,0 +1,140 @@
+//! The lifecycle subcommands' command line (flattened into `skiff`'s own) and their dispatch.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers.
+    Ps(PsArgs),
+    /// Show a container's output.
+    Logs(LogsArgs),
+    /// Stop running containers: SIGTERM, then SIGKILL after the timeout.
+    Stop(StopArgs),
+    /// Send a signal to running containers.
+    Kill(KillArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Wait for containers to end and print their exit codes.
+    Wait(WaitArgs),
+    /// Show containers' configuration and state as JSON.
+    Inspect(InspectArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// The monitor of a detached container (started by `run -d`).
+    #[command(name = "container-monitor", hide = true)]
+    Monitor(MonitorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default: running ones).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only print ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// `json`: one JSON object per container and line.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep following the output.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Put each line's time in front of it.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL.
+    #[arg(short = 't', long = "time", default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// The signal: a name (KILL, SIGTERM) or a number.
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running containers first.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open and send it to the process.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Give the process a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to take the host's value).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: USER[:GROUP] (default: the container's).
+    #[arg(short, long, value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The container's state directory.
+    pub dir: PathBuf,
+}
+
+/// Runs a lifecycle subcommand; returns skiff's exit code.
+pub fn dispatch(cmd: ContainerCommand) -> Result<i32> {
+    use super::commands as c;
+    match cmd {
+        ContainerCommand::Ps(a) => c::ps(&a),
+        ContainerCommand::Logs(a) => c::logs(&a),
+        ContainerCommand::Stop(a) => c::stop(&a),
+        ContainerCommand::Kill(a) => c::kill(&a),
+        ContainerCommand::Rm(a) => c::rm(&a),
+        ContainerCommand::Wait(a) => c::wait(&a),
+        ContainerCommand::Inspect(a) => c::inspect(&a),
+        ContainerCommand::Exec(a) => super::exec::exec(a),
+        ContainerCommand::Monitor(a) => super::monitor::run(&a.dir),
+    }
+}

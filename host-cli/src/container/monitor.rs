@@ -1,0 +1,242 @@
+//! The monitor of a detached container: `skiff container-monitor DIR`, started by `run -d` in a
+//! session of its own. It holds the container's lock for its whole life, owns the VM (through
+//! [`crate::launch`]), writes the container's output to its log, keeps `state.json` current,
+//! serves the API socket, and removes the container at the end when it was started with
+//! `--rm`. The VM process dies with it (`PR_SET_PDEATHSIG` on qemu, threads for kvm).
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::api::{self, Request, Response};
+use super::logs;
+use super::state::{self, Container, State, Status};
+use crate::launch::{self, Attach, VmConfig, Watcher};
+use crate::session::SignalSender;
+
+/// After SIGKILL, how long the guest gets before the VM is cut off.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// What the API handlers and the monitor's main thread share.
+#[derive(Default)]
+struct Shared {
+    signals: Mutex<Option<SignalSender>>,
+    /// The container's exit code once it has ended.
+    ended: Mutex<Option<i32>>,
+    ended_cv: Condvar,
+    /// Cut the VM off now.
+    cut: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Waits up to `timeout` (`None`: forever) for the end; the exit code if it came.
+    fn wait_end(&self, timeout: Option<Duration>) -> Option<i32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut ended = lock(&self.ended);
+        loop {
+            if let Some(code) = *ended {
+                return Some(code);
+            }
+            match deadline {
+                None => ended = self.ended_cv.wait(ended).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    ended = self
+                        .ended_cv
+                        .wait_timeout(ended, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+
+    /// Sends a signal; before guest-init connected only SIGKILL can act (it cuts the VM off).
+    fn signal(&self, signo: i32) -> Result<(), String> {
+        if lock(&self.ended).is_some() {
+            return Err("the container is not running".into());
+        }
+        match lock(&self.signals).as_ref() {
+            Some(s) => s.send(signo).map_err(|e| e.to_string()),
+            None if signo == libc::SIGKILL => {
+                self.cut.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            None => Err("the container is still starting".into()),
+        }
+    }
+
+    fn stop(&self, timeout: Duration) -> Option<i32> {
+        if let Some(code) = *lock(&self.ended) {
+            return Some(code);
+        }
+        let _ = self.signal(libc::SIGTERM);
+        if let Some(code) = self.wait_end(Some(timeout)) {
+            return Some(code);
+        }
+        tracing::debug!("the container ignored SIGTERM; SIGKILL");
+        let _ = self.signal(libc::SIGKILL);
+        if let Some(code) = self.wait_end(Some(KILL_GRACE)) {
+            return Some(code);
+        }
+        tracing::debug!("the guest did not end the container; cutting the VM off");
+        self.cut.store(true, Ordering::SeqCst);
+        self.wait_end(None)
+    }
+
+    fn handle(&self, req: Request) -> Response {
+        let (exit_code, error) = match req {
+            Request::Kill { signal } => (None, self.signal(signal).err()),
+            Request::Stop { timeout } => (self.stop(Duration::from_secs(timeout)), None),
+            Request::Wait => (self.wait_end(None), None),
+        };
+        Response { exit_code, error }
+    }
+}
+
+/// Runs the monitor of the container in `dir` until the container has ended.
+pub fn run(dir: &Path) -> Result<i32> {
+    let c = state::open(dir)?;
+    let _lock = c.lock_monitor()?;
+    let listener = api::listen(dir)?;
+    let mut st = State::created();
+    st.monitor_pid = Some(std::process::id());
+    c.write_state(&st)?;
+    let shared = Arc::new(Shared::default());
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || serve(&listener, &shared))
+            .context("cannot start the API thread")?;
+    }
+
+    let (stdout, stderr) = logs::open_writers(&c.log_path())
+        .with_context(|| format!("cannot open {}", c.log_path().display()))?;
+    let attach = Attach {
+        stdin: None,
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+    };
+    let vm = VmConfig {
+        engine: c.config.engine,
+        cpus: c.config.cpus,
+        memory_mib: c.config.memory_mib,
+        debug: c.config.debug,
+    };
+    let mut watcher = MonitorWatcher {
+        c: &c,
+        state: st,
+        shared: &shared,
+    };
+    let result = launch::launch(
+        &vm,
+        c.config.spec.clone(),
+        c.config.layer_paths.clone(),
+        attach,
+        &mut watcher,
+    );
+    let mut st = watcher.state;
+    let cut = shared.cut.load(Ordering::SeqCst);
+    let code = match result {
+        Ok(crate::session::Outcome::Exited(status)) => status.docker_code(),
+        Ok(crate::session::Outcome::Failed { kind, message }) => {
+            st.error = Some(message);
+            kind.docker_code()
+        }
+        Err(_) if cut => 137,
+        Err(e) => {
+            st.error = Some(format!("{e:#}"));
+            125
+        }
+    };
+    tracing::debug!(code, "the container ended");
+    st.status = Status::Exited;
+    st.exit_code = Some(code);
+    st.finished = Some(super::time::now());
+    st.vm_dir = None;
+    c.write_state(&st)?;
+    *lock(&shared.ended) = Some(code);
+    shared.ended_cv.notify_all();
+    // Let the handlers answer their waiting clients before the socket goes.
+    std::thread::sleep(Duration::from_millis(200));
+    if c.config.auto_remove {
+        c.remove()?;
+    }
+    Ok(0)
+}
+
+fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("api-request".into())
+            .spawn(move || answer(&conn, &shared));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start an API thread: {e}");
+        }
+    }
+}
+
+fn answer(conn: &UnixStream, shared: &Shared) {
+    let resp = match api::read_request(conn) {
+        Ok(req) => {
+            tracing::debug!(?req, "API request");
+            shared.handle(req)
+        }
+        Err(e) => Response {
+            exit_code: None,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    if let Err(e) = api::respond(conn, &resp) {
+        tracing::debug!("{e:#}");
+    }
+}
+
+/// Records the container's progress in its state file.
+struct MonitorWatcher<'a> {
+    c: &'a Container,
+    state: State,
+    shared: &'a Shared,
+}
+
+impl MonitorWatcher<'_> {
+    fn save(&self) {
+        if let Err(e) = self.c.write_state(&self.state) {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
+impl Watcher for MonitorWatcher<'_> {
+    fn vm_started(&mut self, vm_dir: &Path) -> Result<()> {
+        self.state.vm_dir = Some(vm_dir.to_path_buf());
+        self.c.write_state(&self.state)
+    }
+
+    fn session(&mut self, signals: &SignalSender) {
+        *lock(&self.shared.signals) = Some(signals.clone());
+    }
+
+    fn tick(&mut self, signals: &SignalSender) -> bool {
+        if self.state.status == Status::Created && signals.is_running() {
+            self.state.status = Status::Running;
+            self.state.started = Some(super::time::now());
+            self.save();
+        }
+        self.shared.cut.load(Ordering::SeqCst)
+    }
+}

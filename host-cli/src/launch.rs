@@ -1,0 +1,262 @@
+//! Boots a VM for one container and carries its session through: used in-process by a
+//! foreground `skiff run` and by a detached container's monitor. What differs between the two
+//! (where stdio goes, who forwards signals, what is recorded) comes in as [`Attach`] and a
+//! [`Watcher`].
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use protocol::RunSpec;
+
+use crate::cli::EngineKind;
+use crate::engine::{self, BootConfig, Machine};
+use crate::session::{Outcome, Session, SessionIo, SignalSender};
+use crate::{assets, console, dirs, initramfs};
+
+/// How long the guest may take from VM start to guest-init's connection
+/// (`$SKIFF_BOOT_TIMEOUT` seconds overrides).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a VM may take to power off after the container's exit was reported.
+const POWEROFF_GRACE: Duration = Duration::from_secs(5);
+
+/// The VM to boot.
+#[derive(Debug, Clone, Copy)]
+pub struct VmConfig {
+    /// Resolved: never `Auto`.
+    pub engine: EngineKind,
+    pub cpus: u8,
+    pub memory_mib: u32,
+    /// Copy the guest's console to stderr, and boot without `quiet`.
+    pub debug: bool,
+}
+
+/// Where the container's stdio goes.
+pub struct Attach {
+    /// Sent as the container's stdin when the spec asks for it.
+    pub stdin: Option<Box<dyn Read + Send>>,
+    pub stdout: Box<dyn Write + Send>,
+    pub stderr: Box<dyn Write + Send>,
+}
+
+/// What the caller does along the way.
+pub trait Watcher {
+    /// The VM is booting; its sockets are in `vm_dir` (exec reaches guest-init through
+    /// `<vm_dir>/vsock`).
+    fn vm_started(&mut self, _vm_dir: &Path) -> Result<()> {
+        Ok(())
+    }
+    /// guest-init connected; `signals` controls the session from now on.
+    fn session(&mut self, _signals: &SignalSender) {}
+    /// Called every 50 ms until the session ends; `true` cuts the VM off.
+    fn tick(&mut self, _signals: &SignalSender) -> bool {
+        false
+    }
+}
+
+/// Boots the VM, runs the container, powers the VM off; returns how the container ended.
+pub fn launch(
+    vm: &VmConfig,
+    spec: RunSpec,
+    layers: Vec<PathBuf>,
+    attach: Attach,
+    watcher: &mut dyn Watcher,
+) -> Result<Outcome> {
+    let started = Instant::now();
+    let cache = dirs::cache_dir();
+    let kernel = assets::kernel(&cache)?;
+    let initramfs = initramfs::cached(&assets::guest_init()?, &cache)?;
+    if vm.engine == EngineKind::Kvm && engine::kvm::probe().is_err() {
+        eprintln!(
+            "skiff: warning: guest code is emulated on this host: the kvm engine will be very slow"
+        );
+    }
+
+    let dir = dirs::run_dir().context("cannot create a directory for the VM's sockets")?;
+    let vsock_uds = dir.path().join("vsock");
+    let session_sock = PathBuf::from(format!(
+        "{}_{}",
+        vsock_uds.display(),
+        protocol::SESSION_PORT
+    ));
+    let listener = UnixListener::bind(&session_sock)
+        .with_context(|| format!("cannot listen on {}", session_sock.display()))?;
+    let boot = BootConfig {
+        kernel,
+        initramfs,
+        cmdline: cmdline(vm.debug),
+        cpus: vm.cpus,
+        memory_mib: vm.memory_mib,
+        vsock_uds,
+        console_log: dir.path().join("console.log"),
+    };
+    let console = vm
+        .debug
+        .then(|| console::Follower::start(&boot.console_log));
+    let mut machine = engine::start(vm.engine, &boot)?;
+    tracing::debug!(elapsed = ?started.elapsed(), engine = ?vm.engine, "VM process launched");
+
+    let result = watcher
+        .vm_started(dir.path())
+        .and_then(|()| drive(&listener, machine.as_mut(), spec, layers, attach, watcher));
+    // A VM whose container ended powers off by itself; after an error there is nothing to wait for.
+    let grace = if result.is_ok() {
+        POWEROFF_GRACE
+    } else {
+        Duration::ZERO
+    };
+    let ended = machine.shutdown(grace);
+    if let Some(c) = console {
+        c.stop();
+    }
+    result.map_err(|e| {
+        let log = dir.keep().join("console.log");
+        let vm = ended.map(|s| format!("; the VM: {s}")).unwrap_or_default();
+        anyhow!("{e:#} (console log: {}{vm})", log.display())
+    })
+}
+
+/// Waits for guest-init, runs the session while watching the VM, returns the outcome.
+fn drive(
+    listener: &UnixListener,
+    vm: &mut dyn Machine,
+    spec: RunSpec,
+    layers: Vec<PathBuf>,
+    attach: Attach,
+    watcher: &mut dyn Watcher,
+) -> Result<Outcome> {
+    let stream = accept(listener, vm, boot_timeout())?;
+    let watch = stream
+        .try_clone()
+        .context("cannot duplicate the session socket")?;
+    let session = Session::new(stream)?;
+    let signals = session.signal_sender();
+    watcher.session(&signals);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Attach {
+            stdin,
+            mut stdout,
+            mut stderr,
+        } = attach;
+        let io = SessionIo {
+            stdin,
+            stdout: &mut *stdout,
+            stderr: &mut *stderr,
+        };
+        let _ = tx.send(session.run(&spec, &layers, io).map(|r| r.outcome));
+    });
+    let mut vm_gone: Option<(String, Instant)> = None;
+    let mut cut = false;
+    let result = loop {
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(r) => break r,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                bail!("the session ended without a result")
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if !cut && watcher.tick(&signals) {
+            tracing::debug!("cutting the VM off");
+            cut = true;
+            vm.shutdown(Duration::ZERO)?;
+        }
+        if vm_gone.is_none() {
+            vm_gone = vm.poll_exit()?.map(|how| (how, Instant::now()));
+        }
+        // The VM is gone: give the session a moment to drain what already arrived, then cut it.
+        if let Some((_, at)) = &vm_gone {
+            if at.elapsed() > Duration::from_secs(1) {
+                let _ = watch.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    };
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(e) => {
+            // A session cut short by the end of the VM is reported as that.
+            let how = match vm_gone {
+                Some((how, _)) => Some(how),
+                None => wait_for_exit(vm, Duration::from_millis(500))?,
+            };
+            Err(match how {
+                Some(how) => anyhow!("the VM stopped before the container finished: {how}"),
+                None => e.into(),
+            })
+        }
+    }
+}
+
+/// `Some(how it ended)` if the VM ends within `timeout`.
+fn wait_for_exit(vm: &mut dyn Machine, timeout: Duration) -> Result<Option<String>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(how) = vm.poll_exit()? {
+            return Ok(Some(how));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Accepts guest-init's connection, failing if the VM ends or the deadline passes first.
+fn accept(listener: &UnixListener, vm: &mut dyn Machine, timeout: Duration) -> Result<UnixStream> {
+    listener
+        .set_nonblocking(true)
+        .context("cannot poll the session socket")?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)
+                    .context("cannot configure the session socket")?;
+                return Ok(s);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e).context("cannot accept guest-init's connection"),
+        }
+        if let Some(how) = vm.poll_exit()? {
+            bail!("the VM stopped before guest-init connected: {how}");
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "guest-init did not connect within {}s: the guest kernel or init is stuck",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn boot_timeout() -> Duration {
+    std::env::var("SKIFF_BOOT_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(BOOT_TIMEOUT)
+}
+
+/// The kernel command line common to all engines.
+fn cmdline(debug: bool) -> String {
+    let mut c = String::from("console=ttyS0 reboot=t panic=-1 8250.nr_uarts=1 random.trust_cpu=on");
+    if !debug {
+        c.push_str(" quiet");
+    }
+    c
+}
+
+/// docker's exit code for an outcome; a failure's message goes to stderr.
+pub fn exit_code(outcome: Outcome) -> i32 {
+    match outcome {
+        Outcome::Exited(status) => status.docker_code(),
+        Outcome::Failed { kind, message } => {
+            eprintln!("skiff: {message}");
+            kind.docker_code()
+        }
+    }
+}
