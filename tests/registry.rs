@@ -84,7 +84,10 @@ impl Registry {
         };
         let end = Instant::now() + Duration::from_secs(15);
         while http_status(port, "/v2/").is_none() {
-            assert!(Instant::now() < end, "docker-registry did not start on {port}");
+            assert!(
+                Instant::now() < end,
+                "docker-registry did not start on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         registry
@@ -235,7 +238,11 @@ fn refused(o: &Output, what: &str, store: &Path, before: &(Vec<(String, u64)>, S
     assert!(err.starts_with("skiff: error: "), "{err}");
     assert!(err.contains(what), "{err:?} does not say {what:?}");
     assert_eq!(&snapshot(store), before, "the store changed");
-    assert_eq!(scratch(store), Vec::<String>::new(), "leftover partial files");
+    assert_eq!(
+        scratch(store),
+        Vec::<String>::new(),
+        "leftover partial files"
+    );
 }
 
 fn inspect(user: &User, name: &str) -> Value {
@@ -257,7 +264,9 @@ fn pulled_digest(stdout: &str) -> String {
 fn layout_config_digest(name: &str, tag: &str) -> String {
     let dir = images().join("oci").join(name);
     let blob = |d: &str| -> Value {
-        let p = dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        let p = dir
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"));
         serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
     };
     let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
@@ -293,12 +302,19 @@ fn pull_by_tag_then_by_digest() {
     assert_eq!(pulled_digest(&out), digest);
     assert_eq!(inspect(&other, &by_digest)["Id"], info["Id"]);
 
-    let list: Value = serde_json::from_str(&ok(&user.skiff(&["images", "--format", "json"]))).unwrap();
+    let list: Value =
+        serde_json::from_str(&ok(&user.skiff(&["images", "--format", "json"]))).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["Repository"], format!("{}/team/busybox", reg.host()));
+    assert_eq!(
+        list[0]["Repository"],
+        format!("{}/team/busybox", reg.host())
+    );
     assert_eq!(list[0]["Tag"], "v1");
     let table = ok(&user.skiff(&["images"]));
-    assert!(table.contains("team/busybox") && table.contains("v1"), "{table}");
+    assert!(
+        table.contains("team/busybox") && table.contains("v1"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -311,7 +327,10 @@ fn multi_platform_index_picks_amd64_unless_told() {
     let info = inspect(&user, &name);
     assert_eq!(info["Architecture"], "amd64");
     assert_eq!(info["Id"], layout_config_digest("busybox", "latest"));
-    assert_ne!(info["SourceDigest"], info["Manifest"], "the index digest is kept");
+    assert_ne!(
+        info["SourceDigest"], info["Manifest"],
+        "the index digest is kept"
+    );
 
     let arm = User::new();
     ok(&arm.skiff(&["pull", "--platform", "linux/arm64", &name]));
@@ -464,7 +483,11 @@ fn interrupted_pull_resumes_with_a_range_request() {
     let user = User::new();
     let name = format!("{}/busybox:latest", relay.host());
     ok(&user.skiff(&["pull", &name]));
-    assert_eq!(relay.cuts.load(Ordering::SeqCst), 1, "the download was not cut");
+    assert_eq!(
+        relay.cuts.load(Ordering::SeqCst),
+        1,
+        "the download was not cut"
+    );
     assert!(relay.ranged_gets() >= 1, "no Range request after the cut");
     assert_eq!(
         inspect(&user, &name)["Id"],
@@ -489,7 +512,10 @@ fn concurrent_pulls_of_one_image_store_one_copy() {
     let (blobs, index) = snapshot(&user.store());
     // manifest, config, two layers
     assert_eq!(blobs.len(), 4, "{blobs:?}");
-    assert_eq!(index.matches("org.opencontainers.image.ref.name").count(), 1);
+    assert_eq!(
+        index.matches("org.opencontainers.image.ref.name").count(),
+        1
+    );
     assert!(scratch(&user.store()).is_empty());
     let info = inspect(&user, &name);
     assert_eq!(info["Layers"], 2);
@@ -512,11 +538,19 @@ fn rmi_and_prune_free_blobs() {
     // 2layer adds its manifest, config and second layer; the other name keeps them
     assert_eq!(snapshot(&user.store()).0.len(), only_latest.len() + 3);
     ok(&user.skiff(&["rmi", "local/copy:1"]));
-    assert_eq!(snapshot(&user.store()).0, only_latest, "2layer's own blobs stay");
+    assert_eq!(
+        snapshot(&user.store()).0,
+        only_latest,
+        "2layer's own blobs stay"
+    );
 
     // a stray blob (as left by a killed load) goes with prune
     let stray = b"stray bytes";
-    fs::write(user.store().join("blobs/sha256").join(sha256_hex(stray)), stray).unwrap();
+    fs::write(
+        user.store().join("blobs/sha256").join(sha256_hex(stray)),
+        stray,
+    )
+    .unwrap();
     fs::write(user.store().join("tmp/leftover.partial"), b"x").unwrap();
     let out = ok(&user.skiff(&["image", "prune"]));
     assert!(out.contains("Deleted: 1 blob(s)"), "{out}");
@@ -528,7 +562,12 @@ fn rmi_and_prune_free_blobs() {
 
     let before = snapshot(&user.store());
     let o = user.skiff(&["rmi", "no/such:image"]);
-    refused(&o, "no image no/such:image in the store", &user.store(), &before);
+    refused(
+        &o,
+        "no image no/such:image in the store",
+        &user.store(),
+        &before,
+    );
 }
 
 #[test]
@@ -579,7 +618,12 @@ fn basic_auth_login_and_docker_config() {
     ok(&docker_user.skiff(&["images"]));
     let before = snapshot(&docker_user.store());
     let o = docker_user.skiff(&["pull", &name]);
-    refused(&o, "wrong user name or password", &docker_user.store(), &before);
+    refused(
+        &o,
+        "wrong user name or password",
+        &docker_user.store(),
+        &before,
+    );
     write_cfg("s3cret");
     ok(&docker_user.skiff(&["pull", &name]));
 }
@@ -588,7 +632,11 @@ fn base64_encode(bytes: &[u8]) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -632,7 +680,12 @@ fn serve(routes: Vec<Canned>) -> u16 {
                 let (status, ctype, body, claim) = match routes.iter().find(|r| r.path == path) {
                     Some(r) => ("200 OK", r.content_type, r.body.clone(), r.claim),
                     None if path == "/v2/" => ("200 OK", "application/json", b"{}".to_vec(), None),
-                    None => ("404 Not Found", "application/json", b"{\"errors\":[{\"code\":\"NOT_FOUND\",\"message\":\"no\"}]}".to_vec(), None),
+                    None => (
+                        "404 Not Found",
+                        "application/json",
+                        b"{\"errors\":[{\"code\":\"NOT_FOUND\",\"message\":\"no\"}]}".to_vec(),
+                        None,
+                    ),
                 };
                 let _ = write!(
                     conn,
@@ -659,7 +712,12 @@ fn blob_route(bytes: &[u8], digest_of: &[u8]) -> (Canned, Value) {
     )
 }
 
-fn manifest_route(reference: &str, content_type: &'static str, body: Vec<u8>, claim: Option<usize>) -> Canned {
+fn manifest_route(
+    reference: &str,
+    content_type: &'static str,
+    body: Vec<u8>,
+    claim: Option<usize>,
+) -> Canned {
     Canned {
         path: format!("/v2/bad/manifests/{reference}"),
         content_type,
@@ -708,11 +766,31 @@ fn bad_input_is_one_line_exit_125_and_leaves_the_store_unchanged() {
         config_route,
         layer_route,
         manifest_route("evil", oci, good.clone(), None),
-        manifest_route("truncated", oci, good[..good.len() / 2].to_vec(), Some(good.len())),
+        manifest_route(
+            "truncated",
+            oci,
+            good[..good.len() / 2].to_vec(),
+            Some(good.len()),
+        ),
         manifest_route("cut-json", oci, good[..good.len() / 2].to_vec(), None),
-        manifest_route("strange", "application/vnd.example.thing+json", b"{}".to_vec(), None),
-        manifest_route("layer-type", oci, manifest("application/vnd.example.layer"), None),
-        manifest_route("schema1", "application/vnd.docker.distribution.manifest.v1+prettyjws", b"{}".to_vec(), None),
+        manifest_route(
+            "strange",
+            "application/vnd.example.thing+json",
+            b"{}".to_vec(),
+            None,
+        ),
+        manifest_route(
+            "layer-type",
+            oci,
+            manifest("application/vnd.example.layer"),
+            None,
+        ),
+        manifest_route(
+            "schema1",
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            b"{}".to_vec(),
+            None,
+        ),
         manifest_route("huge", oci, vec![b' '; 5 << 20], None),
     ]);
     let bad = |r: &str| format!("127.0.0.1:{port}/bad:{r}");
@@ -764,7 +842,11 @@ fn disk_full_during_a_pull_leaves_the_store_unchanged() {
     ok(&user.skiff_in(&root, &["images"], b""));
     let store = root.join("images");
     let before = snapshot(&store);
-    let o = user.skiff_in(&root, &["pull", &format!("{}/busybox:latest", reg.host())], b"");
+    let o = user.skiff_in(
+        &root,
+        &["pull", &format!("{}/busybox:latest", reg.host())],
+        b"",
+    );
     refused(&o, "No space left on device", &store, &before);
 }
 
@@ -776,10 +858,149 @@ fn run_pulls_a_named_image_and_runs_it() {
     let name = format!("{}/busybox:latest", reg.host());
     let out = user.skiff(&["run", "--engine", "qemu", &name, "echo", "hi"]);
     assert_eq!(ok(&out), "hi\n");
-    assert!(text(&out.stderr).contains("Unable to find image"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Unable to find image"),
+        "{}",
+        text(&out.stderr)
+    );
     let blobs = snapshot(&user.store()).0;
     // a second run finds it in the store and pulls nothing
-    let out = user.skiff(&["run", "--engine", "qemu", "--pull", "never", &name, "echo", "again"]);
+    let out = user.skiff(&[
+        "run", "--engine", "qemu", "--pull", "never", &name, "echo", "again",
+    ]);
     assert_eq!(ok(&out), "again\n");
     assert_eq!(snapshot(&user.store()).0, blobs);
+}
+
+fn archive_path(name: &str) -> String {
+    images().join("archives").join(name).display().to_string()
+}
+
+/// The manifest digest `oci/<name>:<tag>` of the test images names.
+fn layout_manifest_digest(name: &str, tag: &str) -> String {
+    let dir = images().join("oci").join(name);
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn load_and_save_round_trip_with_equal_digests() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = |f: &str| out_dir.path().join(f).display().to_string();
+
+    // docker-archive
+    let a = User::new();
+    let loaded = ok(&a.skiff(&["load", "-i", &archive_path("busybox-latest.docker.tar")]));
+    assert_eq!(loaded, "Loaded image: docker.io/library/busybox:latest\n");
+    let first = inspect(&a, "busybox");
+    assert_eq!(first["Id"], layout_config_digest("busybox", "latest"));
+    ok(&a.skiff(&["save", "-o", &out("a.docker.tar"), "busybox"]));
+    let b = User::new();
+    ok(&b.skiff(&["load", "-i", &out("a.docker.tar")]));
+    let second = inspect(&b, "busybox:latest");
+    assert_eq!(second["Id"], first["Id"]);
+    assert_eq!(second["Manifest"], first["Manifest"]);
+    ok(&b.skiff(&["save", "-o", &out("b.docker.tar"), "busybox"]));
+    assert_eq!(
+        fs::read(out("a.docker.tar")).unwrap(),
+        fs::read(out("b.docker.tar")).unwrap()
+    );
+    let config = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--config",
+            &format!("docker-archive:{}", out("a.docker.tar")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        config.status.success(),
+        "skopeo cannot read skiff's docker-archive"
+    );
+    assert_eq!(sha256_hex(&config.stdout).len(), 64);
+
+    // oci-archive
+    let c = User::new();
+    let loaded = ok(&c.skiff(&["load", "-i", &archive_path("busybox-3layer.oci.tar")]));
+    assert_eq!(loaded, "Loaded image: localhost/busybox-3layer:3layer\n");
+    let name = "localhost/busybox-3layer:3layer";
+    let first = inspect(&c, name);
+    assert_eq!(
+        first["Manifest"],
+        layout_manifest_digest("busybox", "3layer")
+    );
+    ok(&c.skiff(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        &out("c.oci.tar"),
+        name,
+    ]));
+    let d = User::new();
+    ok(&d.skiff(&["load", "-i", &out("c.oci.tar")]));
+    let second = inspect(&d, name);
+    assert_eq!(second["Manifest"], first["Manifest"]);
+    assert_eq!(second["Id"], first["Id"]);
+    let outside = Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}", out("c.oci.tar"))])
+        .output()
+        .unwrap();
+    let outside: Value =
+        serde_json::from_slice(&outside.stdout).expect("skopeo reads skiff's oci-archive");
+    assert_eq!(outside["Digest"], first["Manifest"]);
+
+    // a truncated archive is refused and leaves the store as it was
+    let bytes = fs::read(out("a.docker.tar")).unwrap();
+    fs::write(out("cut.tar"), &bytes[..bytes.len() / 2]).unwrap();
+    let e = User::new();
+    ok(&e.skiff(&["images"]));
+    let before = snapshot(&e.store());
+    let o = e.skiff(&["load", "-i", &out("cut.tar")]);
+    refused(&o, "cut.tar", &e.store(), &before);
+    let o = e.skiff(&["save", "-o", &out("x.tar"), "no/such"]);
+    refused(&o, "no image no/such in the store", &e.store(), &before);
+    assert!(!out_dir.path().join("x.tar").exists());
+}
+
+#[test]
+fn import_makes_a_one_layer_image_from_a_rootfs_tarball() {
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    fs::create_dir_all(rootfs.join("etc")).unwrap();
+    fs::write(rootfs.join("etc/hello"), b"hi\n").unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("gzip").arg("-k").arg(&tar).status().unwrap();
+    assert!(st.success());
+    let user = User::new();
+    let id = ok(&user.skiff(&["import", tar.to_str().unwrap(), "local/rootfs:plain"]));
+    let info = inspect(&user, "local/rootfs:plain");
+    assert_eq!(info["Id"], id.trim());
+    assert_eq!(info["Layers"], 1);
+    assert_eq!(info["Architecture"], "amd64");
+    let diff_id = format!("sha256:{}", sha256_hex(&fs::read(&tar).unwrap()));
+    assert_eq!(info["RootFS"]["diff_ids"], json!([diff_id.clone()]));
+    let gz = dir.path().join("rootfs.tar.gz");
+    ok(&user.skiff(&["import", gz.to_str().unwrap(), "local/rootfs:gzip"]));
+    assert_eq!(
+        inspect(&user, "local/rootfs:gzip")["RootFS"]["diff_ids"],
+        json!([diff_id])
+    );
 }

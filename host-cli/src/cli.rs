@@ -36,6 +36,12 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(crate::commands::images::ImageCommand),
+    /// Load images from an oci-archive or docker-archive tarball.
+    Load(crate::commands::archive::LoadArgs),
+    /// Save images to an oci-archive or docker-archive tarball.
+    Save(crate::commands::archive::SaveArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(crate::commands::archive::ImportArgs),
     #[command(flatten)]
     Container(crate::container::cli::ContainerCommand),
 }

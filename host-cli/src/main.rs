@@ -27,6 +27,9 @@ fn main() {
         Command::Rmi(args) => skiff::commands::images::rmi(args),
         Command::Tag(args) => skiff::commands::images::tag(args),
         Command::Image(cmd) => skiff::commands::images::image(cmd),
+        Command::Load(args) => skiff::commands::archive::load(args),
+        Command::Save(args) => skiff::commands::archive::save(args),
+        Command::Import(args) => skiff::commands::archive::import(args),
         Command::Container(cmd) => skiff::container::cli::dispatch(cmd),
     };
     match result {

@@ -16,6 +16,7 @@ pub mod registry;
 mod resolved;
 mod spec;
 pub mod store;
+pub mod transfer;
 
 pub use digest::Digest;
 pub use envfile::{parse_env_file, read_env_file, EnvEntry, EnvError};

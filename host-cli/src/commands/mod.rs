@@ -1,6 +1,7 @@
 //! The image subcommands: pull, login/logout, images, rmi, tag, image inspect/prune, load,
 //! save, import, and the name resolution `skiff run` uses.
 
+pub mod archive;
 pub mod images;
 pub mod login;
 pub mod progress;

@@ -185,3 +185,62 @@ pub(super) fn sync_dir(path: &std::path::Path) {
         }
     }
 }
+
+/// A blob stored from a stream whose digest was not known before.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub digest: Digest,
+    pub size: u64,
+    /// The first bytes (up to 4), to tell compressions apart.
+    pub magic: Vec<u8>,
+}
+
+/// Streams `reader` into a temporary file while hashing it, then moves it into place under
+/// its digest (or drops it when the store already holds that blob).
+pub(super) fn ingest(store: &Store, mut reader: impl Read) -> StoreResult<Ingested> {
+    let tmp_dir = store.tmp_dir();
+    let mut tmp = tempfile::Builder::new()
+        .prefix("ingest-")
+        .tempfile_in(&tmp_dir)
+        .map_err(|e| StoreError::io("create a file in", &tmp_dir, e))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut magic = Vec::with_capacity(4);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::io("read the input for", tmp.path(), e)),
+        };
+        if magic.len() < 4 {
+            magic.extend(buf[..n].iter().take(4 - magic.len()));
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n])
+            .map_err(|e| StoreError::io("write", tmp.path().to_owned(), e))?;
+        size += n as u64;
+    }
+    let digest =
+        Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize()))).ok_or_else(|| {
+            StoreError::Invalid {
+                what: "a computed digest".into(),
+                reason: "not sha256".into(),
+            }
+        })?;
+    if !store.has_blob(&digest, size) {
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| StoreError::io("sync", tmp.path().to_owned(), e))?;
+        let target = store.blob_path(&digest);
+        tmp.persist(&target)
+            .map_err(|e| StoreError::io("move a blob into", &target, e.error))?;
+        sync_dir(&target);
+    }
+    Ok(Ingested {
+        digest,
+        size,
+        magic,
+    })
+}

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use tracing::{debug, info};
 
-pub use blob::BlobWriter;
+pub use blob::{BlobWriter, Ingested};
 pub use error::{StoreError, StoreResult};
 pub use lock::{Lock, Mode};
 pub use names::{write_atomic, Entry, SOURCE_DIGEST};
@@ -166,6 +166,30 @@ impl Store {
         source_name: &str,
     ) -> StoreResult<Option<BlobWriter>> {
         BlobWriter::open(self, digest, size, source_name)
+    }
+
+    /// Stores a stream whose digest is not known in advance; returns what it was.
+    pub fn ingest(&self, reader: impl std::io::Read) -> StoreResult<Ingested> {
+        blob::ingest(self, reader)
+    }
+
+    /// Copies a file that must hold `digest` (`size` bytes) into the store, verifying it.
+    pub fn copy_blob(&self, path: &Path, digest: &Digest, size: u64) -> StoreResult<bool> {
+        let Some(mut w) = self.blob_writer(digest, size, &path.display().to_string())? else {
+            return Ok(false);
+        };
+        let file = fs::File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+        match w.copy_from(file) {
+            Ok(Ok(())) => w.finish().map(|()| true),
+            Ok(Err(e)) => {
+                w.discard();
+                Err(e)
+            }
+            Err(e) => {
+                w.discard();
+                Err(StoreError::io("read", path, e))
+            }
+        }
     }
 
     /// Stores a small blob held in memory; returns its digest.
