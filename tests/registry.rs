@@ -1004,3 +1004,141 @@ fn import_makes_a_one_layer_image_from_a_rootfs_tarball() {
         json!([diff_id])
     );
 }
+
+/// A token-auth front for the registry, the way Docker Hub works: a request without
+/// `Authorization: Bearer <token>` gets a 401 with a Bearer challenge whose realm is this
+/// server's `/token`, which hands out the token for the right basic credentials (or to anyone
+/// when `user` is `None`). Authorized requests are forwarded to the registry, one per
+/// connection.
+fn token_front(
+    upstream: u16,
+    user: Option<(&'static str, &'static str)>,
+) -> (u16, Arc<AtomicUsize>) {
+    const TOKEN: &str = "t0ken-for-skiff";
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let issued = tokens.clone();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let issued = issued.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut lines = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    lines.push(line);
+                }
+                let Some(first) = lines.first().cloned() else {
+                    return;
+                };
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let header = |name: &str| {
+                    lines.iter().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                    })
+                };
+                let reply = |conn: &mut TcpStream, status: &str, extra: &str, body: &str| {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                };
+                if path.starts_with("/token?") {
+                    let ok = match user {
+                        None => true,
+                        Some((u, p)) => {
+                            header("authorization")
+                                == Some(format!(
+                                    "Basic {}",
+                                    base64_encode(format!("{u}:{p}").as_bytes())
+                                ))
+                        }
+                    };
+                    if ok && path.contains("scope=repository%3Abusybox%3Apull") {
+                        issued.fetch_add(1, Ordering::SeqCst);
+                        reply(
+                            &mut conn,
+                            "200 OK",
+                            "",
+                            &format!("{{\"token\":\"{TOKEN}\"}}"),
+                        );
+                    } else {
+                        reply(&mut conn, "401 Unauthorized", "", "{}");
+                    }
+                    return;
+                }
+                if header("authorization") != Some(format!("Bearer {TOKEN}")) {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"skiff-test\",scope=\"repository:busybox:pull\"\r\n"
+                    );
+                    reply(
+                        &mut conn,
+                        "401 Unauthorized",
+                        &challenge,
+                        "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token needed\"}]}",
+                    );
+                    return;
+                }
+                let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    return;
+                };
+                let mut head = first;
+                for l in &lines[1..] {
+                    let name = l.split(':').next().unwrap_or("").to_ascii_lowercase();
+                    if name != "authorization" && name != "connection" {
+                        head += l;
+                    }
+                }
+                head += "Connection: close\r\n\r\n";
+                if up.write_all(head.as_bytes()).is_ok() {
+                    let _ = std::io::copy(&mut up, &mut conn);
+                }
+            });
+        }
+    });
+    (port, tokens)
+}
+
+#[test]
+fn bearer_token_challenges_are_met() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+
+    // anonymous token
+    let (port, tokens) = token_front(reg.port, None);
+    let user = User::new();
+    let name = format!("127.0.0.1:{port}/busybox:latest");
+    ok(&user.skiff(&["pull", &name]));
+    assert!(tokens.load(Ordering::SeqCst) >= 1);
+    assert_eq!(
+        inspect(&user, &name)["Id"],
+        layout_config_digest("busybox", "latest")
+    );
+
+    // token for credentials only
+    let (port, tokens) = token_front(reg.port, Some(("bob", "pw")));
+    let host = format!("127.0.0.1:{port}");
+    let name = format!("{host}/busybox:latest");
+    let user = User::new();
+    ok(&user.skiff(&["images"]));
+    let before = snapshot(&user.store());
+    let o = user.skiff(&["pull", &name]);
+    refused(&o, "log in with `skiff login`", &user.store(), &before);
+    assert_eq!(tokens.load(Ordering::SeqCst), 0);
+    ok(&user.skiff_in(
+        user.root.path(),
+        &["login", &host, "-u", "bob", "--password-stdin"],
+        b"pw\n",
+    ));
+    ok(&user.skiff(&["pull", &name]));
+    assert!(
+        tokens.load(Ordering::SeqCst) >= 2,
+        "login and pull each got a token"
+    );
+}
