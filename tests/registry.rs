@@ -262,25 +262,14 @@ fn pulled_digest(stdout: &str) -> String {
 
 /// The config digest of `oci/<name>:<tag>` in the test images.
 fn layout_config_digest(name: &str, tag: &str) -> String {
-    let dir = images().join("oci").join(name);
-    let blob = |d: &str| -> Value {
-        let p = dir
-            .join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"));
-        serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
-    };
-    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let entry = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()
-        .clone();
-    blob(entry["digest"].as_str().unwrap())["config"]["digest"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    let manifest = layout_manifest_digest(name, tag);
+    let path = images()
+        .join("oci")
+        .join(name)
+        .join("blobs/sha256")
+        .join(manifest.trim_start_matches("sha256:"));
+    let manifest: Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+    manifest["config"]["digest"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -345,28 +334,40 @@ fn multi_platform_index_picks_amd64_unless_told() {
 /// the first blob answer longer than `cut_after` bytes.
 struct Relay {
     port: u16,
-    heads: Arc<Mutex<Vec<String>>>,
-    cuts: Arc<AtomicUsize>,
+    state: Arc<RelayState>,
+}
+
+/// What a relay's connections share.
+#[derive(Default)]
+struct RelayState {
+    heads: Mutex<Vec<String>>,
+    /// Blob answers cut so far.
+    cuts: AtomicUsize,
+    /// Cut the next blob answer after this many bytes.
+    armed: Mutex<Option<usize>>,
+    /// Pass blob answers on slowly (about 16 MB/s).
+    slow: std::sync::atomic::AtomicBool,
 }
 
 impl Relay {
     fn start(upstream: u16, cut_after: Option<usize>) -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let heads = Arc::new(Mutex::new(Vec::new()));
-        let cuts = Arc::new(AtomicUsize::new(0));
-        let armed = Arc::new(Mutex::new(cut_after));
-        let (h, c) = (heads.clone(), cuts.clone());
+        let state = Arc::new(RelayState {
+            armed: Mutex::new(cut_after),
+            ..RelayState::default()
+        });
+        let shared = state.clone();
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (h, c, armed) = (h.clone(), c.clone(), armed.clone());
-                std::thread::spawn(move || relay(client, server, h, c, armed));
+                let state = shared.clone();
+                std::thread::spawn(move || relay(client, server, state));
             }
         });
-        Relay { port, heads, cuts }
+        Relay { port, state }
     }
 
     fn host(&self) -> String {
@@ -374,7 +375,7 @@ impl Relay {
     }
 
     fn blob_gets(&self) -> usize {
-        let heads = self.heads.lock().unwrap();
+        let heads = self.state.heads.lock().unwrap();
         heads
             .iter()
             .filter(|h| h.starts_with("GET ") && h.contains("/blobs/"))
@@ -382,7 +383,7 @@ impl Relay {
     }
 
     fn ranged_gets(&self) -> usize {
-        let heads = self.heads.lock().unwrap();
+        let heads = self.state.heads.lock().unwrap();
         heads
             .iter()
             .filter(|h| h.to_ascii_lowercase().contains("\r\nrange: bytes="))
@@ -390,15 +391,10 @@ impl Relay {
     }
 }
 
-fn relay(
-    client: TcpStream,
-    server: TcpStream,
-    heads: Arc<Mutex<Vec<String>>>,
-    cuts: Arc<AtomicUsize>,
-    armed: Arc<Mutex<Option<usize>>>,
-) {
+fn relay(client: TcpStream, server: TcpStream, state: Arc<RelayState>) {
     let (tx, rx) = mpsc::channel::<String>();
     let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let requests = state.clone();
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         let mut pending = Vec::new();
@@ -411,7 +407,7 @@ fn relay(
             while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
                 let head = String::from_utf8_lossy(&pending[..end + 4]).into_owned();
                 pending.drain(..end + 4);
-                heads.lock().unwrap().push(head.clone());
+                requests.heads.lock().unwrap().push(head.clone());
                 let _ = tx.send(head);
             }
             if s_out.write_all(&buf[..n]).is_err() {
@@ -423,6 +419,7 @@ fn relay(
     let (mut s_in, mut c_out) = (server, client);
     let mut buf = vec![0u8; 16 * 1024];
     let mut limit: Option<usize> = None;
+    let mut slow = false;
     let mut sent = 0usize;
     loop {
         let n = match s_in.read(&mut buf) {
@@ -432,21 +429,26 @@ fn relay(
         while let Ok(head) = rx.try_recv() {
             sent = 0;
             limit = None;
+            slow = false;
             if head.starts_with("GET ") && head.contains("/blobs/") {
-                limit = *armed.lock().unwrap();
+                limit = *state.armed.lock().unwrap();
+                slow = state.slow.load(Ordering::SeqCst);
             }
         }
         if let Some(max) = limit {
             if sent + n > max {
                 let _ = c_out.write_all(&buf[..max - sent]);
-                *armed.lock().unwrap() = None;
-                cuts.fetch_add(1, Ordering::SeqCst);
+                *state.armed.lock().unwrap() = None;
+                state.cuts.fetch_add(1, Ordering::SeqCst);
                 let _ = c_out.shutdown(Shutdown::Both);
                 let _ = s_in.shutdown(Shutdown::Both);
                 return;
             }
         }
         sent += n;
+        if slow {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         if c_out.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -484,7 +486,7 @@ fn interrupted_pull_resumes_with_a_range_request() {
     let name = format!("{}/busybox:latest", relay.host());
     ok(&user.skiff(&["pull", &name]));
     assert_eq!(
-        relay.cuts.load(Ordering::SeqCst),
+        relay.state.cuts.load(Ordering::SeqCst),
         1,
         "the download was not cut"
     );
@@ -492,6 +494,62 @@ fn interrupted_pull_resumes_with_a_range_request() {
     assert_eq!(
         inspect(&user, &name)["Id"],
         layout_config_digest("busybox", "latest")
+    );
+    assert!(scratch(&user.store()).is_empty());
+}
+
+#[test]
+fn a_pull_killed_mid_layer_leaves_no_trace_and_the_next_one_resumes() {
+    let reg = Registry::open();
+    reg.push("debian:latest", "debian:latest", None);
+    let relay = Relay::start(reg.port, None);
+    relay.state.slow.store(true, Ordering::SeqCst);
+    let user = User::new();
+    ok(&user.skiff(&["images"]));
+    let before = snapshot(&user.store());
+    let name = format!("{}/debian:latest", relay.host());
+    let mut child = user
+        .cmd(user.root.path(), &["pull", &name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    let partial_len = || -> u64 {
+        fs::read_dir(user.store().join("tmp"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.metadata().map_or(0, |m| m.len()))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    while partial_len() < 4 << 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before it was killed"
+        );
+        assert!(Instant::now() < end, "the pull made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let held = partial_len();
+    assert_eq!(
+        snapshot(&user.store()),
+        before,
+        "a killed pull changed the store"
+    );
+
+    relay.state.slow.store(false, Ordering::SeqCst);
+    ok(&user.skiff(&["pull", &name]));
+    assert!(
+        relay.ranged_gets() >= 1,
+        "the second pull did not resume the {held} bytes held"
+    );
+    assert_eq!(
+        inspect(&user, &name)["Id"],
+        layout_config_digest("debian", "latest")
     );
     assert!(scratch(&user.store()).is_empty());
 }
