@@ -460,7 +460,8 @@ impl Puller<'_> {
             return Ok(false);
         };
         let mut attempt = 0;
-        loop {
+        // a partial file may already hold every byte (a pull killed just before the rename)
+        while writer.offset() < desc.size {
             bar.position(writer.offset());
             match self.download(&digest, &mut writer, &*bar, failed) {
                 Ok(()) => break,
@@ -526,6 +527,9 @@ impl Puller<'_> {
             writer.write(&buf[..n]).map_err(Interrupted::Fatal)?;
             self.bytes.fetch_add(n as u64, Ordering::Relaxed);
             bar.position(writer.offset());
+        }
+        if writer.offset() < writer.size() {
+            return Err(Interrupted::Cut("the answer ended early".into()));
         }
         Ok(())
     }

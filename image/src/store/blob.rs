@@ -94,6 +94,11 @@ impl BlobWriter {
         self.written
     }
 
+    /// The blob's size, as its descriptor gives it.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
     /// Starts over: drops the bytes held so far.
     pub fn restart(&mut self) -> StoreResult<()> {
         self.file

@@ -22,8 +22,6 @@ pub enum StoreError {
     NoSuchImage(String),
     #[error("image {name} is used by a running container; stop it first or use -f")]
     InUse { name: String },
-    #[error("the image store {} is busy (a pull or a container is using it); try again when it is done", .0.display())]
-    Busy(PathBuf),
     #[error("blob {digest} from {source_name} does not match its digest: refusing it")]
     DigestMismatch { digest: String, source_name: String },
     #[error("blob {digest} from {source_name} is {actual} bytes or more, its descriptor says {expected}: refusing it")]
@@ -76,8 +74,6 @@ pub enum StoreError {
     },
     #[error("archive {}: {reason}", path.display())]
     Archive { path: PathBuf, reason: String },
-    #[error("plain HTTP to registry {0} is only used for loopback addresses; pass --insecure to allow it")]
-    Insecure(String),
 }
 
 impl StoreError {
