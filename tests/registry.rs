@@ -1200,3 +1200,46 @@ fn bearer_token_challenges_are_met() {
         "login and pull each got a token"
     );
 }
+
+#[test]
+fn rmi_refuses_an_image_a_running_container_uses() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let user = User::new();
+    let name = format!("{}/busybox:latest", reg.host());
+    ok(&user.skiff(&["pull", &name]));
+    let manifest = inspect(&user, &name)["Manifest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pin = user
+        .store()
+        .join("locks")
+        .join(format!("pin-{}", manifest.trim_start_matches("sha256:")));
+    let run = user.cmd(
+        user.root.path(),
+        &[
+            "run", "--engine", "qemu", "--pull", "never", &name, "sleep", "6",
+        ],
+    );
+    let running = std::thread::spawn(move || run_with_deadline(run, b"", DEADLINE).unwrap());
+    let end = Instant::now() + Duration::from_secs(30);
+    while !pin.exists() {
+        assert!(Instant::now() < end, "the run never pinned its image");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = snapshot(&user.store());
+    let o = user.skiff(&["rmi", &name]);
+    refused(&o, "is used by a running container", &user.store(), &before);
+    let out = ok(&user.skiff(&["rmi", "-f", &name]));
+    assert!(out.contains("Untagged:"), "{out}");
+    assert_eq!(
+        snapshot(&user.store()).0,
+        before.0,
+        "blobs of a running image were deleted"
+    );
+    ok(&running.join().unwrap());
+    let out = ok(&user.skiff(&["image", "prune"]));
+    assert!(out.contains("Deleted: 3 blob(s)"), "{out}");
+}
