@@ -3,19 +3,15 @@
 //! `qemu`, under QEMU's software CPU where guest code is emulated); `tests/full-stack-kvm` runs
 //! the same cases with `kvm` wherever guest code runs natively.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use skiff_tests::{images_dir, run_with_deadline, sha256_hex, skiff_bin};
+use skiff_tests::{
+    assert_code, assert_skiff_error, images, run_with_deadline, sha256_hex, skiff_bin, stderr,
+    stdout,
+};
 
 const DEADLINE: Duration = Duration::from_secs(180);
-
-fn images() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(images_dir)
-}
 
 fn archive(name: &str) -> String {
     format!("oci-archive:{}/archives/{name}.oci.tar", images().display())
@@ -53,36 +49,6 @@ fn run(args: &[&str]) -> Output {
 
 fn run_in(cmd: Command, stdin: &[u8]) -> Output {
     run_with_deadline(cmd, stdin, DEADLINE).expect("skiff run")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// A skiff error: exit 125 and one line on stderr that says `what`.
-#[track_caller]
-fn assert_skiff_error(o: &Output, what: &str) {
-    assert_code(o, 125);
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].starts_with("skiff: error: "), "{err}");
-    assert!(lines[0].contains(what), "{what:?} not in: {err}");
 }
 
 #[test]

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use skiff_tests::{images_dir, run_with_deadline, skiff_bin};
+use skiff_tests::{images, run_with_deadline, skiff_bin};
 
 fn archive() -> PathBuf {
-    images_dir().join("archives/busybox-latest.oci.tar")
+    images().join("archives/busybox-latest.oci.tar")
 }
 
 fn run(mut cmd: Command) -> Output {

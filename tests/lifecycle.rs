@@ -6,19 +6,16 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use skiff_tests::{images_dir, run_with_deadline, skiff_bin};
+use skiff_tests::{assert_code, assert_skiff_error, images, run_with_deadline, skiff_bin, stdout};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
 fn busybox() -> String {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(images_dir);
     format!(
         "oci-archive:{}/archives/busybox-latest.oci.tar",
-        dir.display()
+        images().display()
     )
 }
 
@@ -73,35 +70,6 @@ impl Root {
         }
         dirs
     }
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-}
-
-/// A skiff error: exit 125 and one line on stderr that says `what`.
-#[track_caller]
-fn assert_skiff_error(o: &Output, what: &str) {
-    assert_code(o, 125);
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
-    assert!(lines[0].contains(what), "{what:?} not in: {err}");
 }
 
 /// Processes whose command line mentions `needle`.

@@ -33,6 +33,12 @@ pub fn skiff_bin() -> PathBuf {
     bin
 }
 
+/// The test images directory, built (or found in the cache) once per test binary.
+pub fn images() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(images_dir)
+}
+
 /// The test images directory built by `tests/images/build.sh` (a cached no-op when built).
 pub fn images_dir() -> PathBuf {
     let script = workspace().join("tests/images/build.sh");
@@ -53,6 +59,39 @@ pub fn images_dir() -> PathBuf {
             .expect("build.sh prints the image directory")
             .trim(),
     )
+}
+
+/// The command's stdout, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The command's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+#[track_caller]
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// A skiff error: exit 125 and one line on stderr, `skiff: error: …`, that says `what`.
+#[track_caller]
+pub fn assert_skiff_error(o: &Output, what: &str) {
+    assert_code(o, 125);
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {err}");
+    assert!(lines[0].starts_with("skiff: error: "), "{err}");
+    assert!(lines[0].contains(what), "{what:?} not in: {err}");
 }
 
 /// The sha256 of `bytes`, in hex.
