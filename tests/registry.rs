@@ -99,12 +99,16 @@ impl Registry {
 
     /// Copies `oci/<layout_tag>` of the test images to `<host>/<dest>` (`--all` for indexes).
     fn push(&self, layout_tag: &str, dest: &str, creds: Option<&str>) {
+        let creds = creds.map(|c| format!("--dest-creds={c}"));
+        self.push_with(layout_tag, dest, creds.as_slice());
+    }
+
+    /// [`Registry::push`] with more skopeo flags.
+    fn push_with(&self, layout_tag: &str, dest: &str, flags: &[String]) {
         let mut cmd = Command::new("skopeo");
         cmd.args(["copy", "--quiet", "--all", "--dest-tls-verify=false"]);
-        if let Some(c) = creds {
-            cmd.arg(format!("--dest-creds={c}"));
-        }
         let out = cmd
+            .args(flags)
             .arg(format!("oci:{}/oci/{layout_tag}", images().display()))
             .arg(format!("docker://{}/{dest}", self.host()))
             .output()
@@ -1242,4 +1246,37 @@ fn rmi_refuses_an_image_a_running_container_uses() {
     ok(&running.join().unwrap());
     let out = ok(&user.skiff(&["image", "prune"]));
     assert!(out.contains("Deleted: 3 blob(s)"), "{out}");
+}
+
+#[test]
+fn docker_schema2_and_zstd_images_pull() {
+    let reg = Registry::open();
+    reg.push_with(
+        "busybox:latest",
+        "busybox:v2s2",
+        &["--format=v2s2".to_owned()],
+    );
+    reg.push("busybox:zstd", "busybox:zstd", None);
+    let user = User::new();
+    let v2 = format!("{}/busybox:v2s2", reg.host());
+    ok(&user.skiff(&["pull", &v2]));
+    let index = fs::read_to_string(user.store().join("index.json")).unwrap();
+    assert!(
+        index.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{index}"
+    );
+    assert_eq!(inspect(&user, &v2)["Layers"], 1);
+
+    let zstd = format!("{}/busybox:zstd", reg.host());
+    ok(&user.skiff(&["pull", &zstd]));
+    assert_eq!(
+        inspect(&user, &zstd)["Id"],
+        layout_config_digest("busybox", "zstd")
+    );
+    // the same config as busybox:latest, so one image ID for two manifests
+    let ids = ok(&user.skiff(&["images", "-q"]));
+    assert_eq!(ids.lines().count(), 1, "{ids}");
+    let list: Value =
+        serde_json::from_str(&ok(&user.skiff(&["images", "--format", "json"]))).unwrap();
+    assert_ne!(list[0]["Manifest"], list[1]["Manifest"]);
 }
