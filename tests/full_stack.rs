@@ -87,6 +87,18 @@ fn one_mib_guest_writes_arrive_intact() {
 }
 
 #[test]
+fn guest_clock_follows_the_host() {
+    let o = run(&[&archive("busybox-latest"), "date", "+%s"]);
+    assert_code(&o, 0);
+    let guest: u64 = stdout(&o).trim().parse().unwrap();
+    let host = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(host.abs_diff(guest) < 60, "guest {guest}, host {host}");
+}
+
+#[test]
 fn stderr_stays_stderr_and_stdin_is_closed_without_i() {
     let o = run(&[
         &archive("busybox-latest"),

@@ -45,7 +45,12 @@ pub fn run(socket: &Path, exec: Option<&Path>) -> Result<()> {
     .and_then(|()| {
         let stream =
             UnixStream::connect(socket).ctx(|| format!("connect to {}", socket.display()))?;
-        let served = session::serve(File::from(OwnedFd::from(stream)), &root, exec_listener);
+        let served = session::serve(
+            File::from(OwnedFd::from(stream)),
+            &root,
+            exec_listener,
+            false,
+        );
         let _ = umount2(&root, MntFlags::MNT_DETACH);
         served
     });

@@ -57,7 +57,15 @@ fn greet(conn: File) -> Result<(File, Writer)> {
 /// Failures of the container (bad layer, command not found, …) are reported to the host as
 /// `Failed` and end the session normally; an error is returned only when the session itself
 /// broke.
-pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>) -> Result<()> {
+///
+/// `set_clock`: guest-init owns the clock (in a VM, which has none of its own), so the host's
+/// time in the spec becomes the wall clock.
+pub fn serve(
+    conn: File,
+    root: &Path,
+    exec_listener: Option<OwnedFd>,
+    set_clock: bool,
+) -> Result<()> {
     let (mut reader, writer) = greet(conn)?;
     let spec = match read_message(&mut reader)? {
         Some(Message::Run(spec)) => spec,
@@ -72,6 +80,9 @@ pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>) -> Result<
             ))
         }
     };
+    if set_clock && spec.host_time_ns != 0 {
+        set_wall_clock(spec.host_time_ns);
+    }
     let reaper = Arc::new(Reaper::default());
     match start(&spec, root, &mut reader, &reaper) {
         Ok(container) => {
@@ -139,6 +150,15 @@ impl PendingEnds {
 }
 
 /// Builds the stdio of a process: pipes, or one terminal for all three streams.
+/// Sets the wall clock to `ns` nanoseconds since the epoch; a failure only costs correct dates.
+fn set_wall_clock(ns: u64) {
+    const NS: u64 = 1_000_000_000;
+    let ts = nix::sys::time::TimeSpec::new((ns / NS) as i64, (ns % NS) as i64);
+    if let Err(e) = nix::time::clock_settime(nix::time::ClockId::CLOCK_REALTIME, ts) {
+        tracing::warn!("cannot set the clock: {e}");
+    }
+}
+
 fn stdio(tty: bool, size: Option<TermSize>, stdin: bool) -> Result<(ChildStdio, PendingEnds)> {
     if tty {
         let (ours, theirs) = socketpair(

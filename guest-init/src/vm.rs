@@ -43,7 +43,7 @@ pub fn run() -> ! {
             "connected to the host"
         );
         let exec = exec_listener()?;
-        session::serve(conn, Path::new(ROOTFS), Some(exec))
+        session::serve(conn, Path::new(ROOTFS), Some(exec), true)
     });
     if let Err(e) = result {
         console_line(&format!("guest-init: fatal: {e}"));

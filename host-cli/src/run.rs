@@ -40,6 +40,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
                 size: l.size,
             })
             .collect(),
+        host_time_ns: 0,
     };
     let layer_paths: Vec<PathBuf> = image.layers.iter().map(|l| l.path.clone()).collect();
     let vm = VmConfig {

@@ -278,8 +278,14 @@ impl Session {
         }
         self.expect_hello()?;
         let t0 = Instant::now();
+        let stamped = RunSpec {
+            host_time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            ..spec.clone()
+        };
         self.shared
-            .send("send the run spec", &Message::Run(spec.clone()))?;
+            .send("send the run spec", &Message::Run(stamped))?;
         for (layer, path) in spec.layers.iter().zip(layer_blobs) {
             self.send_layer(path, layer.size)?;
         }

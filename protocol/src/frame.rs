@@ -322,6 +322,7 @@ mod tests {
                     digest: "sha256:00".into(),
                     size: 12,
                 }],
+                host_time_ns: 1_700_000_000_000_000_000,
             }),
             Message::LayerData(vec![1, 2, 3]),
             Message::LayerEnd,

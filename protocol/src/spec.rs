@@ -25,6 +25,10 @@ pub struct RunSpec {
     pub stdin: bool,
     /// The image layers, bottom first; their bytes follow the spec on the wire in this order.
     pub layers: Vec<LayerSpec>,
+    /// The host's wall clock when the spec was sent, in nanoseconds since the Unix epoch (0:
+    /// unknown). A guest without a clock of its own starts from it.
+    #[serde(default)]
+    pub host_time_ns: u64,
 }
 
 /// A second process to run inside the running container (`skiff exec`): it joins the

@@ -189,6 +189,7 @@ pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
         term_size: None,
         stdin: false,
         layers,
+        host_time_ns: 0,
     }
 }
 

@@ -387,6 +387,7 @@ mod tests {
                 term_size: None,
                 stdin: false,
                 layers: vec![],
+                host_time_ns: 0,
             },
             layer_paths: vec![],
             engine: EngineKind::Qemu,
