@@ -9,19 +9,17 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_tests::{images_dir, run_with_deadline, sha256_hex, skiff_bin};
+use skiff_tests::{
+    assert_code, assert_skiff_error, images, run_with_deadline, sha256_hex, skiff_bin, stderr,
+    stdout,
+};
 use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(240);
-
-fn images() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(images_dir)
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -189,20 +187,10 @@ impl User {
     }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[track_caller]
 fn ok(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "stdout: {}\nstderr: {}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
+    assert_code(o, 0);
+    stdout(o)
 }
 
 /// The blobs (name and size) and the names of a store: what "unchanged" compares.
@@ -233,14 +221,10 @@ fn scratch(store: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A skiff error: exit 125, one line on stderr that says `what`, the store as it was.
+/// A skiff error (exit 125, one line that says `what`) that left the store as it was.
 #[track_caller]
 fn refused(o: &Output, what: &str, store: &Path, before: &(Vec<(String, u64)>, String)) {
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(125), "stderr: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("skiff: error: "), "{err}");
-    assert!(err.contains(what), "{err:?} does not say {what:?}");
+    assert_skiff_error(o, what);
     assert_eq!(&snapshot(store), before, "the store changed");
     assert_eq!(
         scratch(store),
@@ -921,9 +905,9 @@ fn run_pulls_a_named_image_and_runs_it() {
     let out = user.skiff(&["run", "--engine", "qemu", &name, "echo", "hi"]);
     assert_eq!(ok(&out), "hi\n");
     assert!(
-        text(&out.stderr).contains("Unable to find image"),
+        stderr(&out).contains("Unable to find image"),
         "{}",
-        text(&out.stderr)
+        stderr(&out)
     );
     let blobs = snapshot(&user.store()).0;
     // a second run finds it in the store and pulls nothing
