@@ -44,11 +44,11 @@ image=oci:$images/oci/busybox:latest
 "$skiff" run --rm "$image" true 2>/dev/null  # warm the initramfs and probe caches
 for _ in $(seq "$n"); do
     t0=$(now_ms)
-    SKIFF_LOG=skiff::run=debug "$skiff" run --rm "$image" true 2>"$tmp/log" >/dev/null
+    SKIFF_LOG=skiff::launch=debug "$skiff" run --rm "$image" true 2>"$tmp/log" >/dev/null
     t1=$(now_ms)
     echo "$t1 - $t0" | bc >> "$tmp/total"
-    sed -n 's/.*VM process launched.*elapsed=\([0-9.]*\)\(m\?s\).*/\1 \2/p' "$tmp/log" |
-        awk '{print ($2 == "s") ? $1 * 1000 : $1}' >> "$tmp/host"
+    # log lines start with the time since skiff started, in seconds
+    awk '/VM process launched/ {sub(/s$/, "", $1); print $1 * 1000}' "$tmp/log" >> "$tmp/host"
 done
 for _ in $(seq "$n"); do
     t0=$(now_ms); /bin/true; t1=$(now_ms)
@@ -57,3 +57,12 @@ done
 echo "skiff run (min/median/p90):            $(stats "$tmp/total")"
 echo "  host side, CLI start → VM launched:  $(stats "$tmp/host")"
 echo "  reference, host exec of true:        $(stats "$tmp/exec")"
+
+echo
+echo "== 5. skiff exec true into a running container vs skiff run --rm true; idle memory"
+cargo test --quiet -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_memory -- --nocapture 2>&1 |
+    grep -e 'exec true' -e 'idle detached'
+
+echo
+echo "== 6. cold pull of the Debian image from a loopback registry vs skopeo copy"
+SKIFF_BIN=$skiff scripts/bench-pull.sh 5

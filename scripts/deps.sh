@@ -19,7 +19,7 @@ packages=(
     # engines and OCI tools the tests run against
     qemu-system-x86 umoci skopeo crun busybox-static debootstrap docker-registry apache2-utils
     # scripts, tests and the benchmark
-    jq zstd tmux hyperfine
+    jq zstd tmux hyperfine time bc
 )
 
 # installed PKG[=VERSION]: whether the package is installed (at that version, when given).

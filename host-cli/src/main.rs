@@ -41,7 +41,8 @@ fn main() {
     }
 }
 
-/// Logs go to stderr; the filter comes from `SKIFF_LOG`, then `RUST_LOG`, else `warn`
+/// Logs go to stderr, each line stamped with the time since skiff started; the filter comes
+/// from `SKIFF_LOG`, then `RUST_LOG`, else `warn`
 /// (`debug` with `--debug`).
 fn init_logging(debug: bool) {
     let default = if debug { "debug" } else { "warn" };
@@ -51,6 +52,7 @@ fn init_logging(debug: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
-        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(tracing_subscriber::fmt::time::uptime())
         .init();
 }
