@@ -1233,6 +1233,25 @@ fn rmi_refuses_an_image_a_running_container_uses() {
 }
 
 #[test]
+fn a_detached_container_keeps_its_image_in_use() {
+    let reg = Registry::open();
+    reg.push("busybox:latest", "busybox:latest", None);
+    let user = User::new();
+    let name = format!("{}/busybox:latest", reg.host());
+    ok(&user.skiff(&["pull", &name]));
+    let id = ok(&user.skiff(&[
+        "run", "-d", "--engine", "qemu", "--memory", "128m", "--pull", "never", &name, "sleep",
+        "60",
+    ]));
+    let before = snapshot(&user.store());
+    let o = user.skiff(&["rmi", &name]);
+    refused(&o, "is used by a running container", &user.store(), &before);
+    ok(&user.skiff(&["rm", "-f", id.trim()]));
+    let out = ok(&user.skiff(&["rmi", &name]));
+    assert!(out.contains("Untagged:"), "{out}");
+}
+
+#[test]
 fn docker_schema2_and_zstd_images_pull() {
     let reg = Registry::open();
     reg.push_with(

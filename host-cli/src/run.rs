@@ -50,7 +50,9 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         debug,
     };
     if args.detach {
-        return container::detach::start(&args, vm, spec, layer_paths);
+        let store_manifest = (!crate::commands::pull::is_image_path(&args.image))
+            .then(|| image.manifest_digest.clone());
+        return container::detach::start(&args, vm, spec, layer_paths, store_manifest);
     }
     let blocked = forward::block()?;
     let _raw = if args.tty {

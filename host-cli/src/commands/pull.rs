@@ -87,12 +87,18 @@ pub fn pull(args: PullArgs) -> Result<i32> {
 
 /// The image `skiff run` runs: an `oci:`/`oci-archive:` argument as it is, else a name (or
 /// image ID) from the store, pulled first as `policy` says.
+/// Whether a run argument names an image on disk (`oci:DIR`, `oci-archive:FILE`) rather than
+/// one in the store.
+pub fn is_image_path(arg: &str) -> bool {
+    arg.starts_with("oci:") || arg.starts_with("oci-archive:")
+}
+
 pub fn resolve_for_run(
     arg: &str,
     policy: PullPolicy,
     flags: &RegistryArgs,
 ) -> Result<ResolvedImage> {
-    if arg.starts_with("oci:") || arg.starts_with("oci-archive:") {
+    if is_image_path(arg) {
         return Ok(image::open(arg)?);
     }
     let store = super::store()?;

@@ -24,6 +24,7 @@ pub fn start(
     vm: VmConfig,
     spec: RunSpec,
     layer_paths: Vec<PathBuf>,
+    store_manifest: Option<String>,
 ) -> Result<i32> {
     let root = state::containers_dir();
     let c = state::create(&root, args.name.as_deref(), |id, name| Config {
@@ -38,6 +39,7 @@ pub fn start(
         memory_mib: vm.memory_mib,
         auto_remove: args.rm,
         debug: vm.debug,
+        store_manifest,
     })?;
     let log = c.dir.join("monitor.log");
     let stderr = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;

@@ -109,6 +109,16 @@ impl Shared {
 pub fn run(dir: &Path) -> Result<i32> {
     let c = state::open(dir)?;
     let _lock = c.lock_monitor()?;
+    // The container keeps a store image in use for its whole life: rmi refuses it, prune
+    // keeps its blobs.
+    let _pin = match &c.config.store_manifest {
+        Some(m) => {
+            let digest = image::Digest::parse(m)
+                .with_context(|| format!("bad manifest digest {m:?} in the container's config"))?;
+            Some(crate::commands::store()?.pin(&digest)?)
+        }
+        None => None,
+    };
     let listener = api::listen(dir)?;
     let mut st = State::created();
     st.monitor_pid = Some(std::process::id());

@@ -40,6 +40,9 @@ pub struct Config {
     /// `--rm`: the monitor removes the container when it ends.
     pub auto_remove: bool,
     pub debug: bool,
+    /// The manifest of a store image, which the container keeps in use (pinned) for its life.
+    #[serde(default)]
+    pub store_manifest: Option<String>,
 }
 
 /// Where a container is in its life.
@@ -395,6 +398,7 @@ mod tests {
             memory_mib: 256,
             auto_remove: false,
             debug: false,
+            store_manifest: None,
         }
     }
 
