@@ -27,7 +27,7 @@ http:
 YML
 docker-registry serve "$work/config.yml" >/dev/null 2>&1 &
 registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null; wait $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $registry_pid 2>/dev/null; wait $registry_pid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
 for tag in debian:latest busybox:latest; do
     skopeo copy --quiet --dest-tls-verify=false "oci:$images/oci/$tag" "docker://127.0.0.1:$port/$tag"
