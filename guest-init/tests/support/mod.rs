@@ -212,18 +212,30 @@ pub struct Guest {
 
 impl Guest {
     pub fn start() -> Guest {
+        Guest::spawn(None)
+    }
+
+    /// Like [`Guest::start`], with guest-init's debug log (its timings) written to `log`.
+    pub fn start_logged(log: &Path) -> Guest {
+        Guest::spawn(Some(log))
+    }
+
+    fn spawn(log: Option<&Path>) -> Guest {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("session.sock");
         let exec_socket = dir.path().join("exec.sock");
         let listener = UnixListener::bind(&sock).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let mut child = Command::new(guest_init_binary())
-            .arg("--connect-unix")
+        let mut cmd = Command::new(guest_init_binary());
+        cmd.arg("--connect-unix")
             .arg(&sock)
             .arg("--exec-unix")
-            .arg(&exec_socket)
-            .spawn()
-            .unwrap();
+            .arg(&exec_socket);
+        if let Some(log) = log {
+            cmd.env("SKIFF_GUEST_LOG", "debug")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let mut child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         let stream = loop {
             match listener.accept() {
