@@ -381,8 +381,8 @@ fn cstrings(items: &[String], what: &str) -> Result<Vec<CString>> {
         .collect()
 }
 
-/// Makes `root` the root of this (new) mount namespace.
-fn enter_root(root: &Path) -> Result<()> {
+/// Stops mount events from reaching the parent mount namespace (and back).
+pub fn make_mounts_private() -> Result<()> {
     mount(
         None::<&str>,
         "/",
@@ -390,7 +390,12 @@ fn enter_root(root: &Path) -> Result<()> {
         MsFlags::MS_REC | MsFlags::MS_PRIVATE,
         None::<&str>,
     )
-    .ctx(|| "make the mounts private".into())?;
+    .ctx(|| "make the mounts private".into())
+}
+
+/// Makes `root` the root of this (new) mount namespace.
+fn enter_root(root: &Path) -> Result<()> {
+    make_mounts_private()?;
     mount(
         Some(root),
         root,

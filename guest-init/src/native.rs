@@ -24,14 +24,7 @@ pub fn run(socket: &Path, exec: Option<&Path>) -> Result<()> {
         })
         .transpose()?;
     unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare the mount namespace".into())?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .ctx(|| "make the mounts private".into())?;
+    crate::container::make_mounts_private()?;
     let tmp = std::env::temp_dir().join("skiff-guest-XXXXXX");
     let root: PathBuf = nix::unistd::mkdtemp(&tmp).ctx(|| format!("mkdtemp {}", tmp.display()))?;
     let result = mount(

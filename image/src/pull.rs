@@ -23,13 +23,7 @@ const RETRIES: u32 = 4;
 /// Layers downloaded at once, unless the caller says otherwise.
 pub const DEFAULT_JOBS: usize = 4;
 
-/// An `os/arch[/variant]` platform.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
+pub use crate::spec::Platform;
 
 impl Platform {
     /// The platform of this machine (`linux/amd64` on x86-64).
@@ -47,7 +41,7 @@ impl Platform {
         }
     }
 
-    fn matches(&self, p: &spec::Platform) -> bool {
+    fn matches(&self, p: &Platform) -> bool {
         p.os == self.os
             && p.architecture == self.architecture
             && self
@@ -78,16 +72,6 @@ impl std::str::FromStr for Platform {
             _ => Err(format!(
                 "invalid platform {s:?}: use OS/ARCH[/VARIANT], e.g. linux/amd64"
             )),
-        }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        match &self.variant {
-            Some(v) => write!(f, "/{v}"),
-            None => Ok(()),
         }
     }
 }

@@ -75,7 +75,8 @@ impl Descriptor {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// An `os/arch[/variant]` platform, as indexes name them and `--platform` asks for them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,
