@@ -25,11 +25,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         user: process.user,
         hostname,
         tty: args.tty,
-        term_size: if args.tty {
-            terminal::current_size()
-        } else {
-            None
-        },
+        term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
         layers: image
             .layers

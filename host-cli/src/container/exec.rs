@@ -38,11 +38,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
             .clone()
             .unwrap_or_else(|| c.config.spec.user.clone()),
         tty: args.tty,
-        term_size: if args.tty {
-            terminal::current_size()
-        } else {
-            None
-        },
+        term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
     };
     let blocked = forward::block()?;
