@@ -3,6 +3,7 @@
 //! project's build puts it; a missing asset is an error that says how to make it.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -36,10 +37,11 @@ pub fn kernel(cache: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The static guest-init binary: `$SKIFF_GUEST_INIT`, else `guest-init` beside the skiff
-/// executable, else the static build of this workspace
+/// The static guest-init binary: `$SKIFF_GUEST_INIT`, else the first statically linked
+/// `guest-init` beside the skiff executable or in the static build of this workspace
 /// (`target/x86_64-unknown-linux-gnu/{<profile>,release}/guest-init`; scripts/build.sh always
-/// builds it optimized, since it runs in the guest, often under a software CPU).
+/// builds it optimized, since it runs in the guest, often under a software CPU). A dynamically
+/// linked one (a plain `cargo build` of the workspace leaves one beside skiff) is passed over.
 pub fn guest_init() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFF_GUEST_INIT").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
@@ -55,24 +57,31 @@ pub fn guest_init() -> Result<PathBuf> {
             tried.push(static_dir.join("release").join("guest-init"));
         }
     }
-    for p in &tried {
-        if p.is_file() {
-            return check_static(p).map(|()| p.clone());
+    for p in tried.iter().filter(|p| p.is_file()) {
+        match check_static(p) {
+            Ok(()) => return Ok(p.clone()),
+            Err(e) => tracing::debug!("passing over {}: {e:#}", p.display()),
         }
     }
     let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
     bail!(
-        "guest-init not found (looked in {}): build it with scripts/build.sh, or set SKIFF_GUEST_INIT",
+        "no statically linked guest-init found (looked in {}): build it with scripts/build.sh, or set SKIFF_GUEST_INIT",
         list.join(", ")
     )
 }
 
+/// How much of guest-init is read to check its ELF headers.
+const HEAD: usize = 64 << 10;
+
 /// Refuses a guest-init that is not a statically linked ELF executable: the initramfs holds no
 /// dynamic loader.
 fn check_static(path: &Path) -> Result<()> {
-    let bytes =
-        fs::read(path).with_context(|| format!("cannot read guest-init at {}", path.display()))?;
-    if !is_static_elf64(&bytes) {
+    // The ELF header and the program headers sit at the start of the file.
+    let mut head = Vec::with_capacity(HEAD);
+    fs::File::open(path)
+        .and_then(|f| f.take(HEAD as u64).read_to_end(&mut head))
+        .with_context(|| format!("cannot read guest-init at {}", path.display()))?;
+    if !is_static_elf64(&head) {
         bail!(
             "{} is not a statically linked x86_64 ELF executable: rebuild guest-init with scripts/build.sh",
             path.display()

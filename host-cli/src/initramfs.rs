@@ -1,8 +1,11 @@
 //! The guest's initramfs: an uncompressed cpio (newc) archive holding only `/init` (guest-init)
-//! and `/dev/console`, generated on the host and cached by the hash of the guest-init binary.
+//! and `/dev/console`, generated on the host and cached under a key derived from the guest-init
+//! file's identity (path, device, inode, size, modification and change times): any rewrite of
+//! the binary changes the key, and a run with a cached initramfs reads nothing of guest-init.
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -95,15 +98,28 @@ pub fn write_cpio(w: &mut impl Write, init: &[u8]) -> io::Result<()> {
 
 /// Returns the cached initramfs for this guest-init binary, building it on first use.
 pub fn cached(guest_init: &Path, cache: &Path) -> Result<PathBuf> {
-    let init = fs::read(guest_init)
+    let meta = fs::metadata(guest_init)
         .with_context(|| format!("cannot read guest-init at {}", guest_init.display()))?;
-    let key = hex::encode(&Sha256::digest(&init)[..12]);
+    let identity = format!(
+        "{}\0{}:{}:{}:{}.{}:{}.{}",
+        guest_init.display(),
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    );
+    let key = hex::encode(&Sha256::digest(identity.as_bytes())[..12]);
     let dir = cache.join("initramfs");
     let path = dir.join(format!("{key}.cpio"));
     if path.is_file() {
         tracing::debug!(path = %path.display(), "initramfs cached");
         return Ok(path);
     }
+    let init = fs::read(guest_init)
+        .with_context(|| format!("cannot read guest-init at {}", guest_init.display()))?;
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&dir)
         .with_context(|| format!("cannot write in {}", dir.display()))?;
@@ -155,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn cached_archive_is_reused_and_keyed_by_content() {
+    fn cached_archive_is_reused_until_guest_init_changes() {
         let dir = tempfile::tempdir().unwrap();
         let init = dir.path().join("init");
         fs::write(&init, b"one").unwrap();
@@ -163,7 +179,12 @@ mod tests {
         let mtime = fs::metadata(&a).unwrap().modified().unwrap();
         assert_eq!(cached(&init, dir.path()).unwrap(), a);
         assert_eq!(fs::metadata(&a).unwrap().modified().unwrap(), mtime);
-        fs::write(&init, b"two").unwrap();
-        assert_ne!(cached(&init, dir.path()).unwrap(), a);
+        // A rebuilt binary (written anew: other size or times, often another inode).
+        fs::write(&init, b"three").unwrap();
+        let b = cached(&init, dir.path()).unwrap();
+        assert_ne!(b, a);
+        let mut built = Vec::new();
+        write_cpio(&mut built, b"three").unwrap();
+        assert_eq!(fs::read(&b).unwrap(), built);
     }
 }

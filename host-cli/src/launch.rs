@@ -113,9 +113,19 @@ pub fn launch(
         c.stop();
     }
     result.map_err(|e| {
+        // One line naming the cause, how the VM ended and the console log, each said once.
+        let mut msg = format!("{e:#}");
         let log = dir.keep().join("console.log");
-        let vm = ended.map(|s| format!("; the VM: {s}")).unwrap_or_default();
-        anyhow!("{e:#} (console log: {}{vm})", log.display())
+        let log = log.display().to_string();
+        if let Ok(how) = ended {
+            if !msg.contains(&how) {
+                msg.push_str(&format!("; the VM: {how}"));
+            }
+        }
+        if !msg.contains(&log) {
+            msg.push_str(&format!(" (console log: {log})"));
+        }
+        anyhow!(msg)
     })
 }
 
