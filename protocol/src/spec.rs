@@ -70,8 +70,10 @@ pub struct LayerSpec {
     pub size: u64,
 }
 
-/// How the container's process ended.
+/// How the container's process ended. Decoding accepts only what a process can end with: a
+/// code in 0..=255 or a signal in 1..=64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireExitStatus")]
 pub enum ExitStatus {
     /// Exited with this code.
     Code(i32),
@@ -79,12 +81,32 @@ pub enum ExitStatus {
     Signal(i32),
 }
 
+/// [`ExitStatus`] as it comes off the wire, before its range is checked.
+#[derive(Deserialize)]
+enum WireExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl TryFrom<WireExitStatus> for ExitStatus {
+    type Error = String;
+
+    fn try_from(w: WireExitStatus) -> Result<Self, Self::Error> {
+        match w {
+            WireExitStatus::Code(c @ 0..=255) => Ok(ExitStatus::Code(c)),
+            WireExitStatus::Signal(s @ 1..=64) => Ok(ExitStatus::Signal(s)),
+            WireExitStatus::Code(c) => Err(format!("exit code {c} is out of range")),
+            WireExitStatus::Signal(s) => Err(format!("signal {s} is out of range")),
+        }
+    }
+}
+
 impl ExitStatus {
     /// The exit code docker gives for this status: the code itself, or 128 + the signal number.
     pub fn docker_code(self) -> i32 {
         match self {
             ExitStatus::Code(c) => c,
-            ExitStatus::Signal(s) => 128 + s,
+            ExitStatus::Signal(s) => 128i32.saturating_add(s),
         }
     }
 }
@@ -107,6 +129,33 @@ impl FailureKind {
             FailureKind::NotFound => 127,
             FailureKind::CannotExecute => 126,
             FailureKind::Setup => 125,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_out_of_range_are_refused() {
+        for ok in [
+            r#"{"Code":0}"#,
+            r#"{"Code":255}"#,
+            r#"{"Signal":1}"#,
+            r#"{"Signal":64}"#,
+        ] {
+            let s: ExitStatus = serde_json::from_str(ok).unwrap();
+            assert!((0..=192).contains(&s.docker_code()), "{ok}");
+        }
+        for bad in [
+            r#"{"Code":256}"#,
+            r#"{"Code":-1}"#,
+            r#"{"Signal":0}"#,
+            r#"{"Signal":65}"#,
+            r#"{"Signal":2147483647}"#,
+        ] {
+            assert!(serde_json::from_str::<ExitStatus>(bad).is_err(), "{bad}");
         }
     }
 }
