@@ -43,7 +43,10 @@ pub fn run() -> ! {
             "connected to the host"
         );
         let exec = exec_listener()?;
-        session::serve(conn, Path::new(ROOTFS), Some(exec), true)
+        let linger = conn.try_clone().ctx(|| "duplicate the session socket".into())?;
+        let served = session::serve(conn, Path::new(ROOTFS), Some(exec), true);
+        wait_for_host_close(linger);
+        served
     });
     if let Err(e) = result {
         console_line(&format!("guest-init: fatal: {e}"));
@@ -53,6 +56,40 @@ pub fn run() -> ! {
     console_line(&format!("guest-init: reboot failed: {err:?}"));
     // Exiting PID 1 panics the kernel, which `panic=-1` turns into a reset.
     std::process::exit(1)
+}
+
+/// How long the host may take to close the session after the last message.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// Waits until the host has closed the session: the vsock device may still hold the last
+/// messages (the exit status) in its queue, and a reset now would lose them.
+fn wait_for_host_close(conn: File) {
+    use std::io::Read;
+    let _ = nix::sys::socket::shutdown(conn.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let mut conn = conn;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        if ms == 0 {
+            debug!("the host did not close the session in time");
+            return;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&conn),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) => continue,
+            Ok(_) => match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            },
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// One line on the console, whatever state the guest is in.

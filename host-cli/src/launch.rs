@@ -163,7 +163,12 @@ fn drive(
     let mut cut = false;
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(r) => break r,
+            Ok(r) => {
+                // Closing the session tells guest-init that everything it sent has arrived: only
+                // then does it power the VM off.
+                let _ = watch.shutdown(std::net::Shutdown::Both);
+                break r;
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 bail!("the session ended without a result")
             }
