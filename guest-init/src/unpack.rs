@@ -406,8 +406,20 @@ impl Unpacker {
                 return Ok(());
             }
         }
-        self.created.insert(path);
+        self.mark_created(path);
         Ok(())
+    }
+
+    /// Records `path` as this layer's, with its ancestors: a directory made implicitly for an
+    /// entry belongs to this layer too, so an opaque marker later in the tar keeps it.
+    fn mark_created(&mut self, path: PathBuf) {
+        let mut next = Some(path.as_path());
+        while let Some(p) = next.filter(|p| !p.as_os_str().is_empty()) {
+            if !self.created.insert(p.to_path_buf()) {
+                break;
+            }
+            next = p.parent();
+        }
     }
 
     fn write_file<R: Read>(&mut self, path: &Path, meta: &Meta, data: &mut R) -> Result<()> {
@@ -641,6 +653,24 @@ mod tests {
         assert_eq!(names(&p.join("o/sub")), ["new"]);
         assert_eq!(names(&p.join("w")), ["other"]);
         assert_eq!(names(&p.join("s")), ["x"]);
+    }
+
+    #[test]
+    fn opaque_marker_keeps_this_layers_implicit_directories() {
+        let mut l1 = tar::Builder::new(Vec::new());
+        dir(&mut l1, "usr");
+        dir(&mut l1, "usr/lib");
+        file(&mut l1, "usr/lib/lower", b"1");
+        file(&mut l1, "usr/old", b"1");
+        // usr/lib/x comes without an entry for usr/lib, before the opaque marker of usr.
+        let mut l2 = tar::Builder::new(Vec::new());
+        file(&mut l2, "usr/lib/x", b"2");
+        file(&mut l2, "usr/.wh..wh..opq", b"");
+        let (root, r) = unpack(vec![l1.into_inner().unwrap(), l2.into_inner().unwrap()]);
+        r.unwrap();
+        let p = root.path();
+        assert_eq!(names(&p.join("usr")), ["lib"]);
+        assert_eq!(names(&p.join("usr/lib")), ["x"]);
     }
 
     #[test]
