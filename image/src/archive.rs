@@ -33,6 +33,7 @@ pub fn unpack(archive: &Path) -> Result<TempDir> {
         .prefix("skiff-oci-archive-")
         .tempdir()
         .map_err(|e| unpack_error(archive, &std::env::temp_dir(), e))?;
+    crate::tarcheck::check_extensions(&file).map_err(|r| corrupt(archive, r))?;
     let mut tar = tar::Archive::new(file);
     let entries = tar.entries().map_err(|e| corrupt(archive, e.to_string()))?;
     let mut files = 0usize;

@@ -16,6 +16,7 @@ pub mod registry;
 mod resolved;
 mod spec;
 pub mod store;
+mod tarcheck;
 pub mod transfer;
 
 pub use digest::Digest;

@@ -42,6 +42,7 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> StoreError {
 
 fn open_tar(path: &Path) -> StoreResult<tar::Archive<File>> {
     let file = File::open(path).map_err(|e| StoreError::io("open", path, e))?;
+    crate::tarcheck::check_extensions(&file).map_err(|r| corrupt(path, r))?;
     Ok(tar::Archive::new(file))
 }
 
