@@ -558,3 +558,180 @@ fn bench_exec_vs_run_and_idle_memory() {
     );
     assert_code(&root.skiff(&["rm", "-f", "idle"]), 0);
 }
+
+/// Starts a foreground `skiff run` with its stdout piped and waits for `ready` on it.
+fn foreground_until_ready(root: &Root, extra: &[&str], script: &str) -> std::process::Child {
+    let img = busybox();
+    let mut args = vec!["run", "--memory", "128m"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[&img, "sh", "-c", script]);
+    let mut child = root
+        .cmd(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while line != "ready\n" {
+        line.clear();
+        assert_ne!(out.read_line(&mut line).unwrap(), 0, "skiff ended early");
+    }
+    child
+}
+
+/// Waits for `child` to end; its exit code.
+fn exit_of(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(Instant::now() < deadline, "skiff did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn inspect(root: &Root, name: &str) -> serde_json::Value {
+    let o = root.skiff(&["inspect", name]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    v[0].clone()
+}
+
+#[test]
+fn foreground_run_is_a_container_listed_named_exec_logs_stop_rm() {
+    let root = Root::new();
+    let mut child = foreground_until_ready(
+        &root,
+        &["--name", "fg"],
+        "echo to-out; echo to-err >&2; echo ready; sleep 1000",
+    );
+    let v = inspect(&root, "fg");
+    let id = v["Id"].as_str().unwrap().to_string();
+    assert_eq!(v["State"]["Status"], "running");
+    assert_eq!(v["State"]["MonitorPid"], child.id());
+    assert_eq!(v["Config"]["Hostname"], &id[..12]);
+    let ps = stdout(&root.skiff(&["ps"]));
+    assert!(
+        ps.contains(&id[..12]) && ps.contains("fg") && ps.contains("Up "),
+        "{ps}"
+    );
+    // exec reaches the same container: its hostname is the short id.
+    let o = root.skiff(&["exec", "fg", "sh", "-c", "hostname; echo $HOSTNAME"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), format!("{0}\n{0}\n", &id[..12]));
+    // The name is taken: one line, 125, nothing started.
+    let img = busybox();
+    assert_skiff_error(
+        &root.skiff(&["run", "--name", "fg", &img, "true"]),
+        "already in use",
+    );
+    assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), &id[..12]);
+    // The foreground skiff serves the API: stop ends it (the shell ignores SIGTERM as PID 1).
+    assert_code(&root.skiff(&["stop", "-t", "1", "fg"]), 0);
+    assert_eq!(exit_of(&mut child), Some(137));
+    let ps = root.skiff(&["ps", "-a", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&ps).trim()).unwrap();
+    assert_eq!(v["ExitCode"], 137);
+    assert_eq!(v["State"], "exited");
+    assert_eq!(stdout(&root.skiff(&["ps", "-q"])).trim(), "");
+    let logs = root.skiff(&["logs", "fg"]);
+    assert_eq!(stdout(&logs), "to-out\nready\n");
+    assert_eq!(skiff_tests::stderr(&logs), "to-err\n");
+    assert_code(&root.skiff(&["rm", "fg"]), 0);
+    assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), "");
+    assert!(!root.0.path().join("containers").join(&id).exists());
+}
+
+#[test]
+fn foreground_exit_code_stays_listed_and_rm_flag_leaves_nothing() {
+    let root = Root::new();
+    let img = busybox();
+    let o = root.skiff(&[
+        "run",
+        "--memory",
+        "128m",
+        "--name",
+        "quick",
+        &img,
+        "sh",
+        "-c",
+        "hostname; echo $HOSTNAME; exit 3",
+    ]);
+    assert_code(&o, 3);
+    let v = inspect(&root, "quick");
+    let id = v["Id"].as_str().unwrap();
+    assert_eq!(stdout(&o), format!("{0}\n{0}\n", &id[..12]));
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    let ps = stdout(&root.skiff(&["ps", "-a"]));
+    assert!(ps.contains("Exited (3)") && ps.contains("quick"), "{ps}");
+    assert_eq!(stdout(&root.skiff(&["logs", "quick"])), stdout(&o));
+    assert_code(&root.skiff(&["rm", "quick"]), 0);
+
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128m",
+        "--hostname",
+        "given",
+        &img,
+        "sh",
+        "-c",
+        "hostname; echo $HOSTNAME",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "given\ngiven\n");
+    assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), "");
+    let left: Vec<_> = std::fs::read_dir(root.0.path().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n != ".names")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn killed_foreground_run_shows_as_exited_and_is_removable() {
+    let root = Root::new();
+    let mut child = foreground_until_ready(&root, &["--name", "gone"], "echo ready; sleep 1000");
+    let dirs = root.vm_dirs();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    assert_eq!(exit_of(&mut child), None);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_no_vm_left(&dirs);
+    let ps = root.skiff(&["ps", "-a"]);
+    assert!(
+        stdout(&ps).contains("Exited (137) (monitor died)"),
+        "{}",
+        stdout(&ps)
+    );
+    assert_eq!(stdout(&root.skiff(&["ps", "-q"])).trim(), "");
+    assert_skiff_error(&root.skiff(&["exec", "gone", "true"]), "is not running");
+    assert_code(&root.skiff(&["rm", "gone"]), 0);
+    for d in &dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}
+
+#[test]
+fn detached_hostname_is_the_short_id_and_detach_with_stdin_is_refused() {
+    let root = Root::new();
+    let id = root.detach(&["--name", "host"], &["sleep", "1000"]);
+    let o = root.skiff(&["exec", "host", "sh", "-c", "hostname; echo $HOSTNAME"]);
+    assert_eq!(stdout(&o), format!("{0}\n{0}\n", &id[..12]));
+    assert_code(&root.skiff(&["rm", "-f", "host"]), 0);
+    let img = busybox();
+    assert_skiff_error(
+        &root.skiff(&["run", "-d", "-i", &img, "cat"]),
+        "-i with -d needs attach, which skiff does not have yet",
+    );
+    assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), "");
+}

@@ -60,8 +60,7 @@ pub enum EngineKind {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Remove the container when it exits (a foreground container keeps no state, so this is
-    /// its default).
+    /// Remove the container when it exits (else it stays listed as exited until `rm`).
     #[arg(long)]
     pub rm: bool,
     /// Run in the background under a monitor process and print the container's id.
@@ -73,7 +72,7 @@ pub struct RunArgs {
     /// Give the container a terminal.
     #[arg(short, long)]
     pub tty: bool,
-    /// Keep stdin open and send it to the container.
+    /// Keep stdin open and send it to the container (not with -d: that needs attach).
     #[arg(short, long)]
     pub interactive: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to take the host's value).
@@ -91,7 +90,7 @@ pub struct RunArgs {
     /// Override the image's entrypoint ("" clears it).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
-    /// The container's hostname.
+    /// The container's hostname (default: its short id).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
     /// Number of virtual CPUs.

@@ -1,22 +1,31 @@
-//! `skiff run`: resolve the image, merge its config with the flags into a RunSpec, then either
-//! run the container in this process (foreground: stdio, signals and the terminal are the
-//! user's) or hand it to a monitor process of its own (`-d`) and print its id.
+//! `skiff run`: resolve the image, create the container (its id first: the id's short form is
+//! the default hostname), merge the image's config with the flags into a RunSpec, then either
+//! supervise the container in this process (foreground: stdio, signals and the terminal are
+//! the user's) or hand it to a monitor process of its own (`-d`) and print its id.
 
 use std::io::Read;
-use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use protocol::{LayerSpec, RunSpec};
 
 use crate::cli::RunArgs;
-use crate::launch::{self, Attach, VmConfig, Watcher};
-use crate::session::SignalSender;
+use crate::container::logs::{self, Tee};
+use crate::container::monitor::{self, Forward};
+use crate::container::state::{self, short_id, Config, Container};
+use crate::launch::{self, Attach};
 use crate::{container, engine, forward, terminal};
 
 /// Runs the container and returns the exit code skiff should exit with.
 pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
+    if args.detach && args.interactive {
+        bail!("-i with -d needs attach, which skiff does not have yet");
+    }
     let image = crate::commands::pull::resolve_for_run(&args.image, args.pull, &args.registry)?;
-    let hostname = args.hostname.clone().unwrap_or_else(container_id);
+    let id = state::random_id();
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| short_id(&id).to_string());
     let process = image::merge(&image.config, &overrides(&args, &hostname))?;
     let spec = RunSpec {
         argv: process.argv,
@@ -38,19 +47,41 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
             .collect(),
         host_time_ns: 0,
     };
-    let layer_paths: Vec<PathBuf> = image.layers.iter().map(|l| l.path.clone()).collect();
-    let vm = VmConfig {
+    let store_manifest =
+        (!crate::commands::pull::is_image_path(&args.image)).then(|| image.manifest_digest.clone());
+    let config = |id, name| Config {
+        id,
+        name,
+        image: args.image.clone(),
+        created: container::time::now(),
+        spec,
+        layer_paths: image.layers.iter().map(|l| l.path.clone()).collect(),
         engine: engine::resolve(args.engine),
         cpus: args.cpus,
         memory_mib: args.memory,
+        auto_remove: args.rm,
         debug,
+        store_manifest,
     };
     if args.detach {
-        let store_manifest = (!crate::commands::pull::is_image_path(&args.image))
-            .then(|| image.manifest_digest.clone());
-        return container::detach::start(&args, vm, spec, layer_paths, store_manifest);
+        let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;
+        return container::detach::start(c);
     }
+    // Before any thread starts: the signals are blocked in all of them.
     let blocked = forward::block()?;
+    let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;
+    let result = foreground(&c, &args, blocked);
+    if result.is_err() && c.config.auto_remove && c.dir.exists() {
+        let _ = c.remove();
+    }
+    result
+}
+
+/// Supervises the container in this process, its stdio the user's (and copied to its log).
+fn foreground(c: &Container, args: &RunArgs, blocked: forward::Blocked) -> Result<i32> {
+    let _lock = c.lock_monitor()?;
+    let (out_log, err_log) = logs::open_writers(&c.log_path())
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", c.log_path().display()))?;
     let _raw = if args.tty {
         terminal::RawMode::enter()?
     } else {
@@ -60,28 +91,19 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         stdin: args
             .interactive
             .then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
-        stdout: Box::new(std::io::stdout()),
-        stderr: Box::new(std::io::stderr()),
+        stdout: Box::new(Tee::new(std::io::stdout(), out_log)),
+        stderr: Box::new(Tee::new(std::io::stderr(), err_log)),
     };
-    let mut watcher = Foreground {
+    let forward = Forward {
         blocked,
         tty: args.tty,
     };
-    let outcome = launch::launch(&vm, spec, layer_paths, attach, &mut watcher)?;
-    Ok(launch::exit_code(outcome))
-}
-
-/// A foreground run forwards the user's signals and terminal size.
-struct Foreground {
-    blocked: forward::Blocked,
-    tty: bool,
-}
-
-impl Watcher for Foreground {
-    fn session(&mut self, signals: &SignalSender) {
-        if let Err(e) = self.blocked.forward(signals.clone(), self.tty) {
-            tracing::warn!("{e:#}");
-        }
+    let finished = monitor::supervise(c, attach, Some(forward))?;
+    match finished.outcome {
+        Ok(outcome) => Ok(launch::exit_code(outcome)),
+        // Killed through the API (kill, stop, rm -f) before the guest could report it.
+        Err(_) if finished.cut => Ok(finished.code),
+        Err(e) => Err(e),
     }
 }
 
@@ -96,13 +118,4 @@ fn overrides(args: &RunArgs, hostname: &str) -> image::RunOverrides {
         workdir: args.workdir.clone(),
         user: args.user.clone(),
     }
-}
-
-/// A random 12-hex-digit id, docker's default hostname form.
-fn container_id() -> String {
-    let mut b = [0u8; 6];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    hex::encode(b)
 }

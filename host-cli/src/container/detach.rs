@@ -1,46 +1,21 @@
-//! `skiff run -d`: record the container, start its monitor (skiff re-executed in its hidden
+//! `skiff run -d`: start the recorded container's monitor (skiff re-executed in its hidden
 //! `container-monitor` mode, in a session of its own), wait until the container runs, print
 //! its id.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use protocol::RunSpec;
 
-use super::state::{self, Config, State, Status};
-use crate::cli::RunArgs;
-use crate::launch::VmConfig;
+use super::state::{self, Container, State, Status};
 
 /// How long `run -d` waits for the container to start, beyond the boot timeout.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Creates the container and starts its monitor; returns skiff's exit code.
-pub fn start(
-    args: &RunArgs,
-    vm: VmConfig,
-    spec: RunSpec,
-    layer_paths: Vec<PathBuf>,
-    store_manifest: Option<String>,
-) -> Result<i32> {
-    let root = state::containers_dir();
-    let c = state::create(&root, args.name.as_deref(), |id, name| Config {
-        id,
-        name,
-        image: args.image.clone(),
-        created: super::time::now(),
-        spec,
-        layer_paths,
-        engine: vm.engine,
-        cpus: vm.cpus,
-        memory_mib: vm.memory_mib,
-        auto_remove: args.rm,
-        debug: vm.debug,
-        store_manifest,
-    })?;
+/// Starts the monitor of the just created container `c`; returns skiff's exit code.
+pub fn start(c: Container) -> Result<i32> {
     let log = c.dir.join("monitor.log");
     let stderr = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the skiff executable")?;

@@ -1,6 +1,6 @@
-//! Containers that outlive the command that started them: state on disk, the per-container
-//! monitor process that owns a detached container's VM, its API, logs, and the lifecycle
-//! subcommands (`ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`, `exec`).
+//! Containers, foreground and detached: state on disk, their supervision (by the foreground
+//! `skiff run` itself, or by the monitor process of a detached container), its API, logs, and
+//! the lifecycle subcommands (`ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`, `exec`).
 
 pub mod api;
 pub mod cli;

@@ -1,12 +1,14 @@
-//! The monitor of a detached container: `skiff container-monitor DIR`, started by `run -d` in a
-//! session of its own. It holds the container's lock for its whole life, owns the VM (through
-//! [`crate::launch`]), writes the container's output to its log, keeps `state.json` current,
-//! serves the API socket, and removes the container at the end when it was started with
-//! `--rm`. The VM process dies with it (`PR_SET_PDEATHSIG` on qemu, threads for kvm).
+//! Supervising a container: whoever holds the container's lock for the container's whole life
+//! owns its VM (through [`crate::launch`]), keeps `state.json` current, serves the API socket,
+//! and removes the container at the end when it was started with `--rm` ([`supervise`]). That
+//! is the foreground `skiff run` itself, or for a detached container its monitor,
+//! `skiff container-monitor DIR` ([`run`]), started by `run -d` in a session of its own, which
+//! also writes the container's output to its log. The VM process dies with its supervisor
+//! (`PR_SET_PDEATHSIG` on qemu, threads for kvm).
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,11 +17,14 @@ use anyhow::{Context, Result};
 use super::api::{self, Request, Response};
 use super::logs;
 use super::state::{self, Container, State, Status};
+use crate::forward::Blocked;
 use crate::launch::{self, Attach, VmConfig, Watcher};
-use crate::session::SignalSender;
+use crate::session::{Outcome, SignalSender};
 
 /// After SIGKILL, how long the guest gets before the VM is cut off.
 const KILL_GRACE: Duration = Duration::from_secs(3);
+/// At the end, how long API requests still being answered may take.
+const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 /// What the API handlers and the monitor's main thread share.
 #[derive(Default)]
@@ -30,6 +35,8 @@ struct Shared {
     ended_cv: Condvar,
     /// Cut the VM off now.
     cut: AtomicBool,
+    /// API requests being answered.
+    answering: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -109,6 +116,37 @@ impl Shared {
 pub fn run(dir: &Path) -> Result<i32> {
     let c = state::open(dir)?;
     let _lock = c.lock_monitor()?;
+    let (stdout, stderr) = logs::open_writers(&c.log_path())
+        .with_context(|| format!("cannot open {}", c.log_path().display()))?;
+    let attach = Attach {
+        stdin: None,
+        stdout: Box::new(stdout),
+        stderr: Box::new(stderr),
+    };
+    supervise(&c, attach, None)?;
+    Ok(0)
+}
+
+/// Signals of the supervising process that go to the container (a foreground run).
+pub struct Forward {
+    pub blocked: Blocked,
+    /// Terminal resizes follow the user's terminal.
+    pub tty: bool,
+}
+
+/// How a supervised container ended.
+pub struct Finished {
+    /// docker's exit code, as recorded in the state.
+    pub code: i32,
+    /// What the launch returned.
+    pub outcome: Result<Outcome>,
+    /// The VM was cut off by a kill, stop or `rm -f`.
+    pub cut: bool,
+}
+
+/// Runs the container `c`, whose lock the caller holds, until it has ended: pins its store
+/// image, serves its API, records its state; removes it at the end with `--rm`.
+pub fn supervise(c: &Container, attach: Attach, forward: Option<Forward>) -> Result<Finished> {
     // The container keeps a store image in use for its whole life: rmi refuses it, prune
     // keeps its blobs.
     let _pin = match &c.config.store_manifest {
@@ -119,7 +157,7 @@ pub fn run(dir: &Path) -> Result<i32> {
         }
         None => None,
     };
-    let listener = api::listen(dir)?;
+    let listener = api::listen(&c.dir)?;
     let mut st = State::created();
     st.monitor_pid = Some(std::process::id());
     c.write_state(&st)?;
@@ -132,25 +170,19 @@ pub fn run(dir: &Path) -> Result<i32> {
             .context("cannot start the API thread")?;
     }
 
-    let (stdout, stderr) = logs::open_writers(&c.log_path())
-        .with_context(|| format!("cannot open {}", c.log_path().display()))?;
-    let attach = Attach {
-        stdin: None,
-        stdout: Box::new(stdout),
-        stderr: Box::new(stderr),
-    };
     let vm = VmConfig {
         engine: c.config.engine,
         cpus: c.config.cpus,
         memory_mib: c.config.memory_mib,
         debug: c.config.debug,
     };
-    let mut watcher = MonitorWatcher {
-        c: &c,
+    let mut watcher = Supervisor {
+        c,
         state: st,
         shared: &shared,
+        forward,
     };
-    let result = launch::launch(
+    let outcome = launch::launch(
         &vm,
         c.config.spec.clone(),
         c.config.layer_paths.clone(),
@@ -159,10 +191,10 @@ pub fn run(dir: &Path) -> Result<i32> {
     );
     let mut st = watcher.state;
     let cut = shared.cut.load(Ordering::SeqCst);
-    let code = match result {
-        Ok(crate::session::Outcome::Exited(status)) => status.docker_code(),
-        Ok(crate::session::Outcome::Failed { kind, message }) => {
-            st.error = Some(message);
+    let code = match &outcome {
+        Ok(Outcome::Exited(status)) => status.docker_code(),
+        Ok(Outcome::Failed { kind, message }) => {
+            st.error = Some(message.clone());
             kind.docker_code()
         }
         Err(_) if cut => 137,
@@ -179,22 +211,30 @@ pub fn run(dir: &Path) -> Result<i32> {
     c.write_state(&st)?;
     *lock(&shared.ended) = Some(code);
     shared.ended_cv.notify_all();
-    // Let the handlers answer their waiting clients before the socket goes.
-    std::thread::sleep(Duration::from_millis(200));
+    // Let the handlers answer their waiting clients before the process goes.
+    let deadline = Instant::now() + ANSWER_GRACE;
+    while shared.answering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     if c.config.auto_remove {
         c.remove()?;
     }
-    Ok(0)
+    Ok(Finished { code, outcome, cut })
 }
 
 fn serve(listener: &UnixListener, shared: &Arc<Shared>) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        let shared = shared.clone();
+        shared.answering.fetch_add(1, Ordering::SeqCst);
+        let handler = shared.clone();
         let spawned = std::thread::Builder::new()
             .name("api-request".into())
-            .spawn(move || answer(&conn, &shared));
+            .spawn(move || {
+                answer(&conn, &handler);
+                handler.answering.fetch_sub(1, Ordering::SeqCst);
+            });
         if let Err(e) = spawned {
+            shared.answering.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!("cannot start an API thread: {e}");
         }
     }
@@ -216,14 +256,16 @@ fn answer(conn: &UnixStream, shared: &Shared) {
     }
 }
 
-/// Records the container's progress in its state file.
-struct MonitorWatcher<'a> {
+/// Records the container's progress in its state file, hands the session to the API (and to
+/// the signal forwarder of a foreground run).
+struct Supervisor<'a> {
     c: &'a Container,
     state: State,
     shared: &'a Shared,
+    forward: Option<Forward>,
 }
 
-impl MonitorWatcher<'_> {
+impl Supervisor<'_> {
     fn save(&self) {
         if let Err(e) = self.c.write_state(&self.state) {
             tracing::warn!("{e:#}");
@@ -231,7 +273,7 @@ impl MonitorWatcher<'_> {
     }
 }
 
-impl Watcher for MonitorWatcher<'_> {
+impl Watcher for Supervisor<'_> {
     fn vm_started(&mut self, vm_dir: &Path) -> Result<()> {
         self.state.vm_dir = Some(vm_dir.to_path_buf());
         self.c.write_state(&self.state)
@@ -239,6 +281,11 @@ impl Watcher for MonitorWatcher<'_> {
 
     fn session(&mut self, signals: &SignalSender) {
         *lock(&self.shared.signals) = Some(signals.clone());
+        if let Some(f) = &self.forward {
+            if let Err(e) = f.blocked.forward(signals.clone(), f.tty) {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
 
     fn tick(&mut self, signals: &SignalSender) -> bool {

@@ -7,6 +7,9 @@
 //! A container is alive while its monitor holds `monitor.lock` (an exclusive `flock`); a
 //! container whose state says running but whose lock is free lost its monitor (killed, crashed)
 //! and is reported as exited with that reason.
+//!
+//! `config.json` is synced to disk; `state.json` is not (it is rewritten on the path of every
+//! run, and a host crash ends every VM anyway): one lost in a crash reads as exited.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -112,7 +115,18 @@ impl Container {
 
     /// The state as written, corrected for a monitor that died: such a container is exited.
     pub fn state(&self) -> Result<State> {
-        let mut state: State = read_json(&self.state_path())?;
+        let mut state: State = match read_json(&self.state_path()) {
+            Ok(s) => s,
+            Err(e) if !self.monitor_alive() => State {
+                status: Status::Exited,
+                exit_code: Some(137),
+                error: Some(format!(
+                    "the container's monitor died and left no state: {e:#}"
+                )),
+                ..State::created()
+            },
+            Err(e) => return Err(e),
+        };
         if state.status != Status::Exited && !self.monitor_alive() {
             state.status = Status::Exited;
             state.exit_code = state.exit_code.or(Some(137));
@@ -125,7 +139,7 @@ impl Container {
     }
 
     pub fn write_state(&self, state: &State) -> Result<()> {
-        write_json(&self.state_path(), state)
+        write_json(&self.state_path(), state, false)
     }
 
     /// Whether a monitor holds this container's lock.
@@ -174,15 +188,16 @@ impl Container {
     }
 }
 
-/// Creates the container's directory and reserves its name (`None`: a generated one).
+/// Creates the directory of the container `id` (from [`random_id`]) and reserves its name
+/// (`None`: a generated one).
 pub fn create(
     root: &Path,
+    id: String,
     name: Option<&str>,
     make: impl FnOnce(String, String) -> Config,
 ) -> Result<Container> {
     fs::create_dir_all(names_dir(root))
         .with_context(|| format!("cannot create {}", names_dir(root).display()))?;
-    let id = random_id();
     let name = match name {
         Some(n) => {
             check_name(n)?;
@@ -195,8 +210,8 @@ pub fn create(
     let config = make(id, name);
     let made = fs::create_dir(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))
-        .and_then(|()| write_json(&dir.join("config.json"), &config))
-        .and_then(|()| write_json(&dir.join("state.json"), &State::created()));
+        .and_then(|()| write_json(&dir.join("config.json"), &config, true))
+        .and_then(|()| write_json(&dir.join("state.json"), &State::created(), false));
     let c = Container { dir, config };
     if let Err(e) = made {
         let _ = c.remove();
@@ -355,14 +370,21 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
 }
 
-/// Writes `value` as JSON to `path` atomically (temporary file + rename).
-pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+/// Writes `value` as JSON to `path` atomically (temporary file + rename), synced to disk first
+/// when `durable`.
+fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
     let dir = path.parent().context("state path has no directory")?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     serde_json::to_writer_pretty(&mut tmp, value).context("cannot encode the state")?;
     tmp.write_all(b"\n")
-        .and_then(|()| tmp.as_file().sync_data())
+        .and_then(|()| {
+            if durable {
+                tmp.as_file().sync_data()
+            } else {
+                Ok(())
+            }
+        })
         .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
@@ -405,12 +427,12 @@ mod tests {
     #[test]
     fn names_ids_and_prefixes() {
         let root = tempfile::tempdir().unwrap();
-        let a = create(root.path(), Some("web"), config).unwrap();
-        let b = create(root.path(), None, config).unwrap();
+        let a = create(root.path(), random_id(), Some("web"), config).unwrap();
+        let b = create(root.path(), random_id(), None, config).unwrap();
         assert!(b.config.name.contains('_'));
-        let err = create(root.path(), Some("web"), config).unwrap_err();
+        let err = create(root.path(), random_id(), Some("web"), config).unwrap_err();
         assert!(err.to_string().contains("already in use"), "{err}");
-        assert!(create(root.path(), Some("bad/name"), config).is_err());
+        assert!(create(root.path(), random_id(), Some("bad/name"), config).is_err());
         assert_eq!(find(root.path(), "web").unwrap().config.id, a.config.id);
         assert_eq!(
             find(root.path(), &a.config.id[..10]).unwrap().config.id,
@@ -431,6 +453,6 @@ mod tests {
         assert!(s.error.unwrap().contains("monitor"));
         a.remove().unwrap();
         assert!(find(root.path(), "web").is_err());
-        create(root.path(), Some("web"), config).unwrap();
+        create(root.path(), random_id(), Some("web"), config).unwrap();
     }
 }
