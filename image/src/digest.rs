@@ -81,7 +81,24 @@ pub fn hash_reader(reader: impl Read, limit: u64) -> io::Result<Hashed> {
 
 /// Hashes the file at `path` (see [`hash_reader`]).
 pub fn hash_file(path: &Path, limit: u64) -> io::Result<Hashed> {
-    hash_reader(File::open(path)?, limit)
+    hash_reader(open_regular(path)?, limit)
+}
+
+/// Opens a file of an image that must be a regular file: a FIFO or device planted in its
+/// place is refused instead of blocking the reader (the open does not wait for a writer).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Reading an OCI image layout: index.json, tag and platform selection, manifest, config, and
 //! layer blobs, each verified against its descriptor before it is used or handed out.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -321,8 +321,8 @@ impl Layout {
                 limit: MAX_JSON,
             });
         }
-        let file =
-            File::open(digest.blob_path(&self.dir)).map_err(|e| self.blob_error(&digest, e))?;
+        let file = crate::digest::open_regular(&digest.blob_path(&self.dir))
+            .map_err(|e| self.blob_error(&digest, e))?;
         let mut bytes = Vec::with_capacity(desc.size as usize);
         file.take(desc.size + 1)
             .read_to_end(&mut bytes)
@@ -383,7 +383,7 @@ impl Layout {
 
     /// Reads a small top-level file of the layout (bounded by [`MAX_JSON`]).
     fn read_file(&self, file: &str) -> Result<Vec<u8>> {
-        let f = File::open(self.dir.join(file)).map_err(|e| match e.kind() {
+        let f = crate::digest::open_regular(&self.dir.join(file)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => self.not_a_layout(&format!("no {file} file")),
             _ => self.io(file, e),
         })?;

@@ -411,3 +411,33 @@ fn not_a_layout() {
         ImageError::NotALayout { .. }
     ));
 }
+
+#[test]
+fn a_fifo_in_place_of_a_layout_file_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let fifo = dir.path().join("index.json");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let arg = format!("oci:{}", dir.path().display());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            skiff_image::open(&arg)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        );
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("opening a layout whose index.json is a FIFO must not block");
+    let err = r.unwrap_err();
+    assert!(err.contains("not a regular file"), "{err}");
+}
