@@ -164,9 +164,12 @@ fn drive(
     let result = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {
             Ok(r) => {
-                // Closing the session tells guest-init that everything it sent has arrived: only
-                // then does it power the VM off.
-                let _ = watch.shutdown(std::net::Shutdown::Both);
+                // Closing a completed session tells guest-init that everything it sent has
+                // arrived: only then does it power the VM off. (After a failed session the VM
+                // is left as it is, so that its own end, if any, can be told apart.)
+                if r.is_ok() {
+                    let _ = watch.shutdown(std::net::Shutdown::Both);
+                }
                 break r;
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {

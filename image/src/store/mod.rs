@@ -298,8 +298,11 @@ impl Store {
         Ok(gone)
     }
 
-    /// Pins a manifest for a running container (released when the lock drops).
+    /// Pins a manifest for a running container (released when the lock drops). The pin is
+    /// taken under the shared store lock, so a sweep, which holds that lock exclusively while
+    /// it unlinks the files of unheld pins, never unlinks one that is being taken.
     pub fn pin(&self, manifest: &Digest) -> StoreResult<Lock> {
+        let _store = self.lock("store", Mode::Shared)?;
         self.lock(&format!("pin-{}", manifest.hex()), Mode::Shared)
     }
 
