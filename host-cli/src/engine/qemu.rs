@@ -109,12 +109,17 @@ impl Qemu {
             .stderr(log2)
             // Out of the terminal's process group: Ctrl-C is for the container, not for qemu.
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe. qemu dies with the thread that started it, so a
-        // killed skiff (or monitor) leaves no VM behind.
+        // SAFETY: prctl and getppid are async-signal-safe. qemu dies with the thread that
+        // started it, so a killed skiff (or monitor) leaves no VM behind; a parent that died
+        // before the prctl took effect is caught by the parent check.
+        let parent = std::process::id();
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("skiff exited while starting qemu"));
                 }
                 Ok(())
             });
