@@ -46,6 +46,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(v)
 }
 
+/// The highest guest physical address a kernel segment may end at.
+const MAX_LOAD_END: u64 = 1 << 48;
+
 /// Returns the end (exclusive) of the highest loadable segment in guest physical memory.
 pub fn image_end(file: &mut File) -> Result<u64, NotElf> {
     let mut ehdr = [0u8; EHDR_LEN];
@@ -74,7 +77,9 @@ pub fn image_end(file: &mut File) -> Result<u64, NotElf> {
         .map(|p| u64_at(p, 24).checked_add(u64_at(p, 40)))
         .try_fold(0u64, |max, end| end.map(|e| max.max(e)))
         .ok_or(NotElf::BadProgramHeaders)?;
-    if end == 0 {
+    // Nothing loads beyond a 48-bit guest physical address; refusing it here also keeps the
+    // layout arithmetic that follows free of overflow.
+    if end == 0 || end > MAX_LOAD_END {
         return Err(NotElf::BadProgramHeaders);
     }
     Ok(end)
@@ -100,22 +105,37 @@ mod tests {
         );
     }
 
-    #[test]
-    fn finds_the_end_of_the_highest_load_segment() {
+    /// An ELF header with two PT_LOAD segments (paddr, memsz).
+    fn elf_with_loads(loads: [(u64, u64); 2]) -> Vec<u8> {
         let mut elf = vec![0u8; EHDR_LEN + 2 * PHDR_LEN];
         elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
         elf[32..40].copy_from_slice(&(EHDR_LEN as u64).to_le_bytes());
         elf[54..56].copy_from_slice(&(PHDR_LEN as u16).to_le_bytes());
         elf[56..58].copy_from_slice(&2u16.to_le_bytes());
-        for (i, (paddr, memsz)) in [(0x100_0000u64, 0x1000u64), (0x200_0000, 0x3000)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, (paddr, memsz)) in loads.into_iter().enumerate() {
             let p = EHDR_LEN + i * PHDR_LEN;
             elf[p..p + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
             elf[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
             elf[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
         }
+        elf
+    }
+
+    #[test]
+    fn finds_the_end_of_the_highest_load_segment() {
+        let elf = elf_with_loads([(0x100_0000, 0x1000), (0x200_0000, 0x3000)]);
         assert_eq!(image_end(&mut file_with(&elf)), Ok(0x200_3000));
+    }
+
+    #[test]
+    fn segments_ending_out_of_reach_are_refused() {
+        for far in [(u64::MAX - 0x10, 0x8), (1 << 48, 0x1000), (u64::MAX, 2)] {
+            let elf = elf_with_loads([(0x100_0000, 0x1000), far]);
+            assert_eq!(
+                image_end(&mut file_with(&elf)),
+                Err(NotElf::BadProgramHeaders),
+                "{far:x?}"
+            );
+        }
     }
 }
