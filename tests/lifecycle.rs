@@ -1,6 +1,7 @@
 //! Containers that live, under QEMU's software CPU: `run -d` under a monitor, `ps`, `logs -f`,
-//! `stop`, `kill`, `rm`, `wait`, `inspect`, `exec` (also with a terminal), signal forwarding of
-//! a foreground run, a real terminal driven through tmux, monitors killed with SIGKILL, many
+//! `stop`, `kill`, `rm`, `wait`, `inspect`, `exec` (also with a terminal), foreground runs as
+//! containers (listed, named, exec'd into, stopped, killed with SIGKILL), the short id as
+//! hostname, signal forwarding of a foreground run, a real terminal driven through tmux, monitors killed with SIGKILL, many
 //! containers at once, bad input, and the exec-vs-run and idle-memory figures.
 
 use std::io::{BufRead, BufReader};
@@ -636,9 +637,10 @@ fn foreground_run_is_a_container_listed_named_exec_logs_stop_rm() {
     assert_eq!(v["ExitCode"], 137);
     assert_eq!(v["State"], "exited");
     assert_eq!(stdout(&root.skiff(&["ps", "-q"])).trim(), "");
+    // A foreground container's output went to the user only.
     let logs = root.skiff(&["logs", "fg"]);
-    assert_eq!(stdout(&logs), "to-out\nready\n");
-    assert_eq!(skiff_tests::stderr(&logs), "to-err\n");
+    assert_code(&logs, 0);
+    assert_eq!(stdout(&logs), "");
     assert_code(&root.skiff(&["rm", "fg"]), 0);
     assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), "");
     assert!(!root.0.path().join("containers").join(&id).exists());
@@ -667,7 +669,6 @@ fn foreground_exit_code_stays_listed_and_rm_flag_leaves_nothing() {
     assert_eq!(v["State"]["ExitCode"], 3);
     let ps = stdout(&root.skiff(&["ps", "-a"]));
     assert!(ps.contains("Exited (3)") && ps.contains("quick"), "{ps}");
-    assert_eq!(stdout(&root.skiff(&["logs", "quick"])), stdout(&o));
     assert_code(&root.skiff(&["rm", "quick"]), 0);
 
     let o = root.skiff(&[

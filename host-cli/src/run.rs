@@ -9,7 +9,6 @@ use anyhow::{bail, Result};
 use protocol::{LayerSpec, RunSpec};
 
 use crate::cli::RunArgs;
-use crate::container::logs::{self, Tee};
 use crate::container::monitor::{self, Forward};
 use crate::container::state::{self, short_id, Config, Container};
 use crate::launch::{self, Attach};
@@ -77,11 +76,11 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     result
 }
 
-/// Supervises the container in this process, its stdio the user's (and copied to its log).
+/// Supervises the container in this process, its stdio the user's. The output is not copied
+/// to the container's log: recording every line costs a large stream a measurable share of its
+/// speed.
 fn foreground(c: &Container, args: &RunArgs, blocked: forward::Blocked) -> Result<i32> {
     let _lock = c.lock_monitor()?;
-    let (out_log, err_log) = logs::open_writers(&c.log_path())
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", c.log_path().display()))?;
     let _raw = if args.tty {
         terminal::RawMode::enter()?
     } else {
@@ -91,8 +90,8 @@ fn foreground(c: &Container, args: &RunArgs, blocked: forward::Blocked) -> Resul
         stdin: args
             .interactive
             .then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
-        stdout: Box::new(Tee::new(std::io::stdout(), out_log)),
-        stderr: Box::new(Tee::new(std::io::stderr(), err_log)),
+        stdout: Box::new(std::io::stdout()),
+        stderr: Box::new(std::io::stderr()),
     };
     let forward = Forward {
         blocked,

@@ -1,7 +1,6 @@
 //! The container's log: what its process wrote, one JSON record per line
 //! (`{"time": RFC 3339, "stream": "stdout"|"stderr", "log": text}`, docker's json-file shape),
-//! split at newlines; written by whoever supervises the container (a foreground run through a
-//! [`Tee`]), read by `skiff logs`.
+//! split at newlines; written by a detached container's monitor, read by `skiff logs`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Seek, SeekFrom, Write};
@@ -61,39 +60,6 @@ impl Write for LogWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// Writes to the user's stream and copies what was written to the container's log; a log that
-/// fails is given up with a warning, the user's stream goes on.
-pub struct Tee<W> {
-    out: W,
-    log: Option<LogWriter>,
-}
-
-impl<W: Write> Tee<W> {
-    pub fn new(out: W, log: LogWriter) -> Tee<W> {
-        Tee {
-            out,
-            log: Some(log),
-        }
-    }
-}
-
-impl<W: Write> Write for Tee<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.write_all(buf)?;
-        if let Some(log) = self.log.as_mut() {
-            if let Err(e) = log.write_all(buf) {
-                tracing::warn!("cannot write the container's log, no longer recording: {e}");
-                self.log = None;
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
     }
 }
 

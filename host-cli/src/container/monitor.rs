@@ -276,7 +276,12 @@ impl Supervisor<'_> {
 impl Watcher for Supervisor<'_> {
     fn vm_started(&mut self, vm_dir: &Path) -> Result<()> {
         self.state.vm_dir = Some(vm_dir.to_path_buf());
-        self.c.write_state(&self.state)
+        self.c.write_state(&self.state)?;
+        // While the guest boots: off the path of the run.
+        if let Err(e) = self.c.sync_config() {
+            tracing::warn!("{e:#}");
+        }
+        Ok(())
     }
 
     fn session(&mut self, signals: &SignalSender) {

@@ -8,8 +8,10 @@
 //! container whose state says running but whose lock is free lost its monitor (killed, crashed)
 //! and is reported as exited with that reason.
 //!
-//! `config.json` is synced to disk; `state.json` is not (it is rewritten on the path of every
-//! run, and a host crash ends every VM anyway): one lost in a crash reads as exited.
+//! Files are written without waiting for the disk, which would cost milliseconds on the path of
+//! every run: `config.json` is synced by the supervisor once the VM is booting
+//! ([`Container::sync_config`]); `state.json` never is (a host crash ends every VM anyway, and
+//! a state lost in one reads as exited).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -139,7 +141,15 @@ impl Container {
     }
 
     pub fn write_state(&self, state: &State) -> Result<()> {
-        write_json(&self.state_path(), state, false)
+        write_json(&self.state_path(), state)
+    }
+
+    /// Waits until `config.json` is on disk.
+    pub fn sync_config(&self) -> Result<()> {
+        let path = self.dir.join("config.json");
+        File::open(&path)
+            .and_then(|f| f.sync_data())
+            .with_context(|| format!("cannot sync {}", path.display()))
     }
 
     /// Whether a monitor holds this container's lock.
@@ -210,8 +220,8 @@ pub fn create(
     let config = make(id, name);
     let made = fs::create_dir(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))
-        .and_then(|()| write_json(&dir.join("config.json"), &config, true))
-        .and_then(|()| write_json(&dir.join("state.json"), &State::created(), false));
+        .and_then(|()| write_json(&dir.join("config.json"), &config))
+        .and_then(|()| write_json(&dir.join("state.json"), &State::created()));
     let c = Container { dir, config };
     if let Err(e) = made {
         let _ = c.remove();
@@ -370,21 +380,15 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_slice(&bytes).with_context(|| format!("{} is corrupt", path.display()))
 }
 
-/// Writes `value` as JSON to `path` atomically (temporary file + rename), synced to disk first
-/// when `durable`.
-fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> Result<()> {
+/// Writes `value` as JSON to `path` atomically (temporary file + rename; not synced).
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().context("state path has no directory")?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    serde_json::to_writer_pretty(&mut tmp, value).context("cannot encode the state")?;
-    tmp.write_all(b"\n")
-        .and_then(|()| {
-            if durable {
-                tmp.as_file().sync_data()
-            } else {
-                Ok(())
-            }
-        })
+    // Encoded first: one write, not one per token.
+    let mut bytes = serde_json::to_vec_pretty(value).context("cannot encode the state")?;
+    bytes.push(b'\n');
+    tmp.write_all(&bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path)
         .map_err(|e| e.error)
