@@ -15,6 +15,7 @@ mod log;
 mod native;
 mod reaper;
 mod session;
+mod stdin;
 mod tarpath;
 mod terminal;
 mod unpack;

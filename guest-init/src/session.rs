@@ -3,7 +3,7 @@
 //! exec sessions arriving on the exec listener start further processes inside it.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,10 +23,11 @@ use tracing::{debug, warn};
 use crate::container::{self, ChildStdio, Process};
 use crate::error::{Context, Error, Result};
 use crate::reaper::Reaper;
+use crate::stdin::StdinFeed;
 use crate::terminal;
 use crate::unpack::unpack_layers;
 
-/// Pipe buffer asked for the container's output pipes (bigger writes, fewer wake-ups).
+/// Pipe buffer asked for the container's pipes (bigger writes, fewer wake-ups).
 const PIPE_SIZE: i32 = 1 << 20;
 
 /// The write half of the session, shared by the threads that send.
@@ -182,6 +183,8 @@ fn stdio(tty: bool, size: Option<TermSize>, stdin: bool) -> Result<(ChildStdio, 
     }
     let (stdin_child, stdin) = if stdin {
         let (r, w) = pipe()?;
+        // Best effort, as for the output pipes below.
+        let _ = fcntl(w.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE));
         (r, Some(File::from(w)))
     } else {
         let null = File::open("/dev/null").ctx(|| "open /dev/null".into())?;
@@ -320,6 +323,14 @@ fn relay(
     for (src, stream) in outputs {
         pumps.push(spawn_output(src, stream, writer.clone())?);
     }
+    let stdin = match stdin {
+        Some(pipe) => {
+            let writer = writer.clone();
+            let grant = Box::new(move |n| send(&writer, &Message::StdinCredit(n)));
+            Some(StdinFeed::start(pipe, grant)?)
+        }
+        None => None,
+    };
     {
         let reaper = reaper.clone();
         let pid = c.pid;
@@ -369,31 +380,47 @@ fn pump_output(mut src: File, stream: Stream, writer: &Writer) -> Result<()> {
     send(writer, &Message::Eof(stream))
 }
 
-/// Reads the host's messages after the start: stdin, signals, resizes. If the host goes away
-/// the process is killed, so nothing outlives its session.
+/// Reads the host's messages after the start: stdin (queued, never written here), signals,
+/// resizes. If the host goes away or breaks the protocol the process is killed, so nothing
+/// outlives its session.
 fn host_input(
     mut reader: File,
-    mut stdin: Option<File>,
+    stdin: Option<StdinFeed>,
     terminal: Option<File>,
     pid: Pid,
     reaper: &Reaper,
 ) {
+    let end = |why: &str| {
+        if let Some(feed) = &stdin {
+            feed.finish();
+        }
+        reaper.signal(pid, Signal::SIGKILL);
+        debug!(why, "the session's input ended; the process was killed");
+    };
     loop {
         match read_message(&mut reader) {
             Ok(Some(Message::Data {
                 stream: Stream::Stdin,
                 bytes,
             })) => {
-                if let Some(w) = stdin.as_mut() {
-                    if w.write_all(&bytes).is_err() {
-                        // The process closed its stdin; the rest is dropped.
-                        stdin = None;
-                    }
+                let taken = match &stdin {
+                    Some(feed) => feed.push(bytes),
+                    None => Err(Error::Invalid(
+                        "the host sent stdin for a process that has none".into(),
+                    )),
+                };
+                if let Err(e) = taken {
+                    warn!(error = %e, "the host broke the stdin flow control");
+                    return end("protocol error");
                 }
             }
-            // A terminal stays open: the process sees no end of input on it.
-            Ok(Some(Message::Eof(Stream::Stdin))) if terminal.is_none() => stdin = None,
-            Ok(Some(Message::Eof(Stream::Stdin))) => {}
+            // On a terminal the process sees no end of input: closing this duplicate of the
+            // terminal's master changes nothing for it.
+            Ok(Some(Message::Eof(Stream::Stdin))) => {
+                if let Some(feed) = &stdin {
+                    feed.finish();
+                }
+            }
             Ok(Some(Message::Signal(signo))) => match Signal::try_from(signo) {
                 Ok(sig) => reaper.signal(pid, sig),
                 Err(_) => warn!(signo, "ignoring an unknown signal number"),
@@ -406,15 +433,10 @@ fn host_input(
                 }
             }
             Ok(Some(other)) => warn!(message = ?other, "ignoring an unexpected message"),
-            Ok(None) => {
-                debug!("the host closed the session; killing the process");
-                reaper.signal(pid, Signal::SIGKILL);
-                return;
-            }
+            Ok(None) => return end("the host closed the session"),
             Err(e) => {
-                warn!(error = %e, "session read failed; killing the process");
-                reaper.signal(pid, Signal::SIGKILL);
-                return;
+                warn!(error = %e, "session read failed");
+                return end("session read failed");
             }
         }
     }

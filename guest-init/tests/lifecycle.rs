@@ -1,18 +1,20 @@
 //! guest-init run natively with exec sessions and terminals: a second process inside the running
 //! container (its filesystem, namespaces, user, stdin, exit codes), a terminal for the first
-//! process and for exec'd ones (size at start, resize, Ctrl-C to the foreground group).
+//! process and for exec'd ones (size at start, resize, Ctrl-C to the foreground group), signals
+//! that pass stdin nobody reads, and sessions cut off.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use protocol::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
-use skiff::session::{Outcome, Report, Session, SessionIo, SignalSender};
+use skiff::session::{Outcome, Report, Session, SessionError, SessionIo, SignalSender};
 use support::{busybox_layer, require_prerequisites, spec, Comp, Guest};
 
 fn busybox_image() -> (tempfile::TempDir, Vec<LayerSpec>, Vec<PathBuf>) {
@@ -297,4 +299,122 @@ fn exec_with_a_terminal() {
     assert_eq!(err, "", "a terminal has one output stream");
     bg.signals.send(9).unwrap();
     bg.done.join().unwrap();
+}
+
+/// Endless stdin (`yes`), counting the bytes taken from it.
+struct Endless(Arc<AtomicU64>);
+
+impl Read for Endless {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        buf.fill(b'y');
+        self.0.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        Ok(buf.len())
+    }
+}
+
+/// Waits until `taken` bytes were read from an [`Endless`] source: stdin has backed up.
+fn wait_for_stdin(counter: &AtomicU64, taken: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.load(Ordering::SeqCst) < taken {
+        assert!(Instant::now() < deadline, "stdin did not flow");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // Let everything in flight settle into the buffers it fills.
+    thread::sleep(Duration::from_millis(300));
+}
+
+/// Joins `t` if it ends within `limit`; a failure, not a hang, otherwise.
+fn join_within<T>(t: thread::JoinHandle<T>, limit: Duration, what: &str) -> T {
+    let deadline = Instant::now() + limit;
+    while !t.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not end within {limit:?}"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    t.join().unwrap()
+}
+
+#[test]
+fn a_signal_passes_stdin_the_container_never_reads() {
+    let (_d, layers, blobs) = busybox_image();
+    // PID 1 of its namespace gets SIGTERM only through a handler; the shell never reads stdin.
+    let mut s = spec(
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 143' TERM; echo ready; sleep 100 & wait",
+        ],
+        layers,
+    );
+    s.stdin = true;
+    let taken = Arc::new(AtomicU64::new(0));
+    let mut bg = start_background(s, blobs, Some(Box::new(Endless(taken.clone()))));
+    read_until(&bg.out, &mut bg.seen, "ready\n");
+    wait_for_stdin(&taken, 1 << 20);
+    let backed_up = taken.load(Ordering::SeqCst);
+    let sent_at = Instant::now();
+    let signals = bg.signals.clone();
+    let sent = thread::spawn(move || signals.send(15));
+    join_within(sent, Duration::from_secs(5), "sending SIGTERM").unwrap();
+    let report = join_within(bg.done, Duration::from_secs(10), "the container");
+    assert_eq!(report.outcome, exited(143));
+    println!(
+        "SIGTERM through backed-up stdin ({} MiB taken) ended the container in {:?}",
+        backed_up >> 20,
+        sent_at.elapsed()
+    );
+}
+
+#[test]
+fn a_signal_passes_stdin_an_exec_never_reads() {
+    let (_d, layers, blobs) = busybox_image();
+    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
+    let mut bg = start_background(s, blobs, None);
+    read_until(&bg.out, &mut bg.seen, "ready\n");
+    let stream = UnixStream::connect(&bg.exec_socket).unwrap();
+    let session = Session::new(stream).unwrap();
+    let signals = session.signal_sender();
+    let taken = Arc::new(AtomicU64::new(0));
+    let stdin = Endless(taken.clone());
+    let exec = thread::spawn(move || {
+        let mut e = exec_spec(&["sleep", "100"]);
+        e.stdin = true;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = SessionIo {
+            stdin: Some(Box::new(stdin)),
+            stdout: &mut out,
+            stderr: &mut err,
+        };
+        session.exec(&e, io).expect("exec session failed")
+    });
+    wait_for_stdin(&taken, 1 << 20);
+    let sent = thread::spawn(move || signals.send(15));
+    join_within(sent, Duration::from_secs(5), "sending SIGTERM").unwrap();
+    let report = join_within(exec, Duration::from_secs(10), "the exec'd process");
+    assert_eq!(report.outcome, Outcome::Exited(ExitStatus::Signal(15)));
+    bg.signals.send(9).unwrap();
+    bg.done.join().unwrap();
+}
+
+#[test]
+fn a_cut_off_session_ends_at_once_and_takes_the_process() {
+    let (_d, layers, blobs) = busybox_image();
+    // PID 1 without a handler: SIGTERM does nothing to it.
+    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
+    let guest = Guest::start();
+    let signals = guest.signals();
+    let (tx, out) = mpsc::channel();
+    let done = thread::spawn(move || guest.run(&s, &blobs, None, &mut ChannelWriter(tx)));
+    read_until(&out, &mut Vec::new(), "ready\n");
+    signals.send(15).unwrap();
+    assert!(signals.cut_off());
+    // guest-init ends (Guest::run waits for it) only once the process is gone.
+    let (r, _) = join_within(done, Duration::from_secs(10), "the cut-off session");
+    assert!(matches!(r, Err(SessionError::CutOff)), "{r:?}");
+    assert!(
+        !signals.cut_off(),
+        "a session that ended has nothing to cut"
+    );
 }

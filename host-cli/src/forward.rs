@@ -3,11 +3,18 @@
 //! becomes a resize of its terminal. They are blocked in every thread (call [`block`] before
 //! any thread starts) and taken by one thread with `sigwait`, so the skiff process itself
 //! never dies of them and always gets to restore the terminal.
+//!
+//! A process may ignore SIGINT and SIGTERM, or a guest stop answering: the third of them cuts
+//! the session off instead (guest-init kills the process; a VM that is gone or stuck is then
+//! stopped by skiff), as docker forces its way out at the third interrupt.
 
 use anyhow::{Context, Result};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::session::SignalSender;
+
+/// The SIGINT or SIGTERM that cuts the session off instead of being forwarded.
+const FORCE_AT: usize = 3;
 
 const FORWARDED: [Signal; 4] = [
     Signal::SIGINT,
@@ -40,19 +47,34 @@ impl Blocked {
         let set = self.set;
         std::thread::Builder::new()
             .name("signals".into())
-            .spawn(move || loop {
-                let Ok(sig) = set.wait() else { continue };
-                let sent = if sig == Signal::SIGWINCH {
-                    match crate::terminal::current_size().filter(|_| tty) {
-                        Some(size) => signals.resize(size.rows, size.cols),
-                        None => Ok(()),
+            .spawn(move || {
+                let mut interrupts = 0;
+                loop {
+                    let Ok(sig) = set.wait() else { continue };
+                    if matches!(sig, Signal::SIGINT | Signal::SIGTERM) {
+                        interrupts += 1;
+                        if interrupts >= FORCE_AT && signals.cut_off() {
+                            // The terminal may still be raw: end the line by hand.
+                            let end = if tty { "\r\n" } else { "\n" };
+                            eprint!(
+                                "skiff: got {interrupts} SIGINT/SIGTERM: \
+                                 forcibly killing the process{end}"
+                            );
+                            continue;
+                        }
                     }
-                } else {
-                    tracing::debug!(?sig, "forwarding a signal to the container");
-                    signals.send(sig as i32)
-                };
-                if let Err(e) = sent {
-                    tracing::debug!(error = %e, "cannot forward a signal");
+                    let sent = if sig == Signal::SIGWINCH {
+                        match crate::terminal::current_size().filter(|_| tty) {
+                            Some(size) => signals.resize(size.rows, size.cols),
+                            None => Ok(()),
+                        }
+                    } else {
+                        tracing::debug!(?sig, "forwarding a signal to the container");
+                        signals.send(sig as i32)
+                    };
+                    if let Err(e) = sent {
+                        tracing::debug!(error = %e, "cannot forward a signal");
+                    }
                 }
             })
             .map(drop)

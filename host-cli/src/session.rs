@@ -28,19 +28,24 @@
 //! [`Session::run`] checks the guest's `Hello`, sends the spec, streams each layer blob (in spec
 //! order) as `LayerData` chunks of at most `protocol::MAX_CHUNK` bytes plus `LayerEnd`, waits
 //! for `Started` or `Failed`, then relays: the stdin source → `Data`/`Eof` (a pump thread,
-//! only when `spec.stdin`), the guest's stdout and stderr → the two writers (flushed per
-//! chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
+//! only when `spec.stdin`, sending no more than the guest's `StdinCredit` allows), the guest's
+//! stdout and stderr → the two writers (flushed per chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
 //! [`SignalSender::send`] may be called at any time: before the start the signals are held back
 //! and delivered right after `Started`; after the end they are dropped.
+//! [`SignalSender::cut_off`] ends a session that does not end by itself: the stream is shut
+//! down, guest-init kills the process, and `run` or `exec` returns [`SessionError::CutOff`].
 //!
 //! The stdin pump is detached: a source that blocks (a terminal) may keep its thread blocked
-//! after `run` returns; it ends at its next read result.
+//! after `run` returns; it ends at its next read result. It waits for credit without holding
+//! the session's writer, so signals and resizes never wait behind stdin the container does not
+//! read.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -88,6 +93,8 @@ pub enum SessionError {
         #[source]
         source: io::Error,
     },
+    #[error("the session was cut off before the process ended; guest-init kills it")]
+    CutOff,
     #[error("writing the container's {stream:?}: {source}")]
     Output {
         stream: Stream,
@@ -142,6 +149,52 @@ enum Phase {
 struct Shared {
     writer: Mutex<UnixStream>,
     phase: Mutex<Phase>,
+    credit: Credit,
+    /// The stream once more, to shut it down without waiting for the writer.
+    control: UnixStream,
+    /// [`SignalSender::cut_off`] was called: stream errors from now on are that.
+    cut: AtomicBool,
+}
+
+/// Bytes of stdin the guest has room for (the protocol's flow control).
+#[derive(Default)]
+struct Credit {
+    state: Mutex<CreditState>,
+    granted: Condvar,
+}
+
+#[derive(Default)]
+struct CreditState {
+    bytes: u64,
+    /// The session is over: no more credit comes.
+    closed: bool,
+}
+
+impl Credit {
+    fn grant(&self, bytes: u32) {
+        let mut st = lock(&self.state);
+        st.bytes = st.bytes.saturating_add(u64::from(bytes));
+        self.granted.notify_one();
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.granted.notify_one();
+    }
+
+    /// Waits for credit and takes up to `want` bytes of it; `None` once the session is over.
+    fn take(&self, want: usize) -> Option<usize> {
+        let mut st = lock(&self.state);
+        while st.bytes == 0 && !st.closed {
+            st = self.granted.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        if st.closed {
+            return None;
+        }
+        let n = want.min(usize::try_from(st.bytes).unwrap_or(usize::MAX));
+        st.bytes -= n as u64;
+        Some(n)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -150,8 +203,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn send(&self, what: &'static str, msg: &Message) -> Result<(), SessionError> {
-        write_message(&mut *lock(&self.writer), msg)
-            .map_err(|source| SessionError::Protocol { what, source })
+        write_message(&mut *lock(&self.writer), msg).map_err(|source| self.failed(what, source))
+    }
+
+    /// The error for a failure of the stream: the cut, when it was cut off.
+    fn failed(&self, what: &'static str, source: ProtocolError) -> SessionError {
+        if self.cut.load(Ordering::SeqCst) {
+            SessionError::CutOff
+        } else {
+            SessionError::Protocol { what, source }
+        }
     }
 }
 
@@ -172,21 +233,37 @@ impl SignalSender {
         self.control("send a resize", Message::Resize { rows, cols })
     }
 
+    /// Ends a session that has not ended (a process that ignores its signals, a guest that no
+    /// longer answers): shuts the stream down both ways without waiting for anything. Returns
+    /// whether there was a session to cut.
+    pub fn cut_off(&self) -> bool {
+        if matches!(*lock(&self.shared.phase), Phase::Ended) {
+            return false;
+        }
+        self.shared.cut.store(true, Ordering::SeqCst);
+        if let Err(e) = self.shared.control.shutdown(std::net::Shutdown::Both) {
+            debug!(error = %e, "cannot shut the session stream down");
+        }
+        true
+    }
+
     /// Whether the process has started and not yet ended.
     pub fn is_running(&self) -> bool {
         matches!(*lock(&self.shared.phase), Phase::Running)
     }
 
+    /// Holds `msg` back, drops it, or sends it; the phase is not held while sending, so a
+    /// slow stream never blocks `is_running` or other callers behind it.
     fn control(&self, what: &'static str, msg: Message) -> Result<(), SessionError> {
-        let mut phase = lock(&self.shared.phase);
-        match &mut *phase {
+        match &mut *lock(&self.shared.phase) {
             Phase::Starting(pending) => {
                 pending.push(msg);
-                Ok(())
+                return Ok(());
             }
-            Phase::Running => self.shared.send(what, &msg),
-            Phase::Ended => Ok(()),
+            Phase::Ended => return Ok(()),
+            Phase::Running => {}
         }
+        self.shared.send(what, &msg)
     }
 }
 
@@ -199,15 +276,21 @@ pub struct Session {
 impl Session {
     /// Wraps a connected stream; nothing is read or written yet.
     pub fn new(stream: UnixStream) -> Result<Session, SessionError> {
-        let writer = stream.try_clone().map_err(|source| SessionError::Io {
-            what: "duplicate the session socket",
-            source,
-        })?;
+        let dup = || {
+            stream.try_clone().map_err(|source| SessionError::Io {
+                what: "duplicate the session socket",
+                source,
+            })
+        };
+        let (writer, control) = (dup()?, dup()?);
         Ok(Session {
             reader: BufReader::with_capacity(READ_BUF, stream),
             shared: Arc::new(Shared {
                 writer: Mutex::new(writer),
                 phase: Mutex::new(Phase::Starting(Vec::new())),
+                credit: Credit::default(),
+                control,
+                cut: AtomicBool::new(false),
             }),
         })
     }
@@ -227,7 +310,7 @@ impl Session {
         io: SessionIo<'_>,
     ) -> Result<Report, SessionError> {
         let result = self.run_inner(spec, layer_blobs, io);
-        *lock(&self.shared.phase) = Phase::Ended;
+        self.end();
         result
     }
 
@@ -235,8 +318,14 @@ impl Session {
     /// `Exec`, then as [`Session::run`] after the layers.
     pub fn exec(mut self, spec: &ExecSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
         let result = self.exec_inner(spec, io);
-        *lock(&self.shared.phase) = Phase::Ended;
+        self.end();
         result
+    }
+
+    /// Signals and resizes are dropped from now on; the stdin pump stops.
+    fn end(&self) {
+        *lock(&self.shared.phase) = Phase::Ended;
+        self.shared.credit.close();
     }
 
     fn exec_inner(&mut self, spec: &ExecSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
@@ -259,9 +348,12 @@ impl Session {
     }
 
     fn read(&mut self, when: &'static str) -> Result<Message, SessionError> {
-        read_message(&mut self.reader)
-            .map_err(|source| SessionError::Protocol { what: when, source })?
-            .ok_or(SessionError::Closed { when })
+        match read_message(&mut self.reader) {
+            Ok(Some(msg)) => Ok(msg),
+            Ok(None) if self.shared.cut.load(Ordering::SeqCst) => Err(SessionError::CutOff),
+            Ok(None) => Err(SessionError::Closed { when }),
+            Err(source) => Err(self.shared.failed(when, source)),
+        }
     }
 
     fn run_inner(
@@ -338,6 +430,7 @@ impl Session {
                         .map_err(|source| SessionError::Output { stream, source })?;
                 }
                 Message::Eof(_) => {}
+                Message::StdinCredit(bytes) => self.shared.credit.grant(bytes),
                 Message::Exit(status) => {
                     return Ok(Report {
                         outcome: Outcome::Exited(status),
@@ -412,14 +505,20 @@ impl Session {
                             0
                         }
                     };
-                    let mut w = lock(&shared.writer);
-                    let sent = if n == 0 {
-                        write_message(&mut *w, &Message::Eof(Stream::Stdin))
-                    } else {
-                        write_data(&mut *w, Stream::Stdin, &buf[..n])
-                    };
-                    if n == 0 || sent.is_err() {
+                    if n == 0 {
+                        let _ = shared.send("close stdin", &Message::Eof(Stream::Stdin));
                         return;
+                    }
+                    let mut rest = &buf[..n];
+                    while !rest.is_empty() {
+                        let Some(allowed) = shared.credit.take(rest.len()) else {
+                            return;
+                        };
+                        let (now, later) = rest.split_at(allowed);
+                        if write_data(&mut *lock(&shared.writer), Stream::Stdin, now).is_err() {
+                            return;
+                        }
+                        rest = later;
                     }
                 }
             })

@@ -61,6 +61,9 @@ pub enum Message {
     Exit(ExitStatus),
     /// Host → guest, on an exec connection: what to run in the container.
     Exec(ExecSpec),
+    /// Guest → host: room for this many more bytes of stdin (see the crate documentation's
+    /// flow control).
+    StdinCredit(u32),
 }
 
 /// Why a frame could not be read or decoded.
@@ -92,6 +95,7 @@ const TAG_SIGNAL: u8 = 9;
 const TAG_RESIZE: u8 = 10;
 const TAG_EXIT: u8 = 11;
 const TAG_EXEC: u8 = 12;
+const TAG_STDIN_CREDIT: u8 = 13;
 
 #[derive(Serialize, Deserialize)]
 struct HelloBody {
@@ -158,6 +162,10 @@ impl Message {
                 out.push(TAG_EXEC);
                 serde_json::to_writer(&mut out, spec)?;
             }
+            Message::StdinCredit(bytes) => {
+                out.push(TAG_STDIN_CREDIT);
+                out.extend_from_slice(&bytes.to_le_bytes());
+            }
         }
         let len = out.len() - 4;
         if len > MAX_FRAME {
@@ -222,6 +230,12 @@ impl Message {
             },
             TAG_EXIT => Message::Exit(serde_json::from_slice(payload)?),
             TAG_EXEC => Message::Exec(serde_json::from_slice(payload)?),
+            TAG_STDIN_CREDIT => {
+                let b: [u8; 4] = payload.try_into().map_err(|_| {
+                    ProtocolError::Malformed("stdin credit frame must hold 4 bytes")
+                })?;
+                Message::StdinCredit(u32::from_le_bytes(b))
+            }
             other => return Err(ProtocolError::UnknownTag(other)),
         };
         Ok(msg)
@@ -356,6 +370,7 @@ mod tests {
                 }),
                 stdin: true,
             }),
+            Message::StdinCredit(1 << 20),
         ]
     }
 
@@ -429,6 +444,8 @@ mod tests {
             &[TAG_RESIZE, 1],
             &[TAG_EXIT, b'"', b'x', b'"'],
             &[TAG_EXEC, b'{', b'}'],
+            &[TAG_STDIN_CREDIT, 1, 2, 3],
+            &[TAG_STDIN_CREDIT, 1, 2, 3, 4, 5],
         ];
         for c in cases {
             assert!(Message::decode(c).is_err(), "{c:?} decoded");

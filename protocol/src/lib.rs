@@ -12,13 +12,22 @@
 //! [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
 //! signals as [`Message::Signal`], until the guest sends [`Message::Exit`].
 //!
+//! Stdin is flow-controlled by credit (version 3), so that signals and resizes never queue behind
+//! stdin the container does not read. When the spec asks for stdin, the guest sends
+//! [`Message::StdinCredit`] right after `Started` (its window: guest-init grants 2 MiB) and more
+//! as it writes the buffered bytes into the process's stdin. The host sends `Data(Stdin)` bytes
+//! only against credit granted and not yet used; a host that exceeds it breaks the protocol, and
+//! the guest kills the process. `Eof(Stdin)` needs no credit; the guest delivers it after every
+//! buffered byte. The guest reads the stream at all times, so `Signal` and `Resize` act at once.
+//!
 //! With `tty` set there is one output stream: the terminal's bytes come as `Data(Stdout)`, and
 //! [`Message::Resize`] changes its size.
 //!
 //! Exec sessions (version 2): while the container runs, guest-init also listens on vsock port
 //! [`EXEC_PORT`]; the host connects there (hybrid vsock: `CONNECT <port>\n` on the VM's socket)
 //! once per `skiff exec`. The guest sends `Hello`, the host answers [`Message::Exec`], the guest
-//! answers `Started` or `Failed`, then stdio, signals, resizes and `Exit` flow as above.
+//! answers `Started` or `Failed`, then stdio (stdin under credit), signals, resizes and `Exit`
+//! flow as above.
 
 mod frame;
 mod spec;
@@ -28,7 +37,8 @@ pub use spec::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
 
 /// Protocol version; the host refuses a guest that speaks another one.
 /// 2: exec sessions on [`EXEC_PORT`], terminal sizes in the specs.
-pub const VERSION: u32 = 2;
+/// 3: stdin flow control by [`Message::StdinCredit`].
+pub const VERSION: u32 = 3;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
 pub const MAX_FRAME: usize = MAX_CHUNK + 64;
