@@ -68,6 +68,55 @@ fn stdin_of_10_mib_round_trips() {
 }
 
 #[test]
+fn sigterm_passes_stdin_the_container_never_reads() {
+    // `yes` fills stdin while the container never reads it; SIGTERM to skiff must still reach
+    // the container (PID 1 of its namespace: it takes SIGTERM through its handler).
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut yes = Command::new("yes").stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = skiff(&[
+        "-i",
+        &archive("busybox-latest"),
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; echo ready; sleep 100 & wait",
+    ]);
+    c.stdin(yes.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // Let stdin back up: the guest's buffer, the pipe into the container, the sockets.
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let sent = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = yes.kill();
+            panic!("skiff did not end within 10 s of SIGTERM with stdin backed up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = yes.kill();
+    let _ = yes.wait();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(143), "{err}");
+    println!(
+        "SIGTERM with stdin backed up: skiff ended in {:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
 fn one_mib_guest_writes_arrive_intact() {
     // dd writes 1 MiB at a time into guest-init's 1 MiB pipe; guest-init forwards each as a
     // single 1 MiB vsock write, which the guest kernel splits over several descriptors.
