@@ -67,52 +67,95 @@ fn stdin_of_10_mib_round_trips() {
     assert_eq!(sha256_hex(&o.stdout), sha256_hex(&data));
 }
 
+/// skiff running a container that printed "ready", its stdin fed by `yes` when asked.
+struct Signalled {
+    skiff: std::process::Child,
+    yes: Option<std::process::Child>,
+}
+
+impl Signalled {
+    fn start(args: &[&str], stdin_from_yes: bool) -> Signalled {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut yes =
+            stdin_from_yes.then(|| Command::new("yes").stdout(Stdio::piped()).spawn().unwrap());
+        let mut c = skiff(args);
+        match &mut yes {
+            Some(y) => c.stdin(y.stdout.take().unwrap()),
+            None => c.stdin(Stdio::null()),
+        };
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut skiff = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(skiff.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        Signalled { skiff, yes }
+    }
+
+    fn sigterm(&self) {
+        let pid = nix::unistd::Pid::from_raw(self.skiff.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    /// skiff's exit code and stderr; a failure if it does not end within `limit`.
+    fn end_within(mut self, limit: Duration) -> (Option<i32>, String) {
+        let since = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = self.skiff.try_wait().unwrap() {
+                break status;
+            }
+            if since.elapsed() > limit {
+                let _ = self.skiff.kill();
+                self.stop_yes();
+                panic!("skiff did not end within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        println!("skiff ended {:?} after the signal", since.elapsed());
+        self.stop_yes();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut self.skiff.stderr.take().unwrap(), &mut err).unwrap();
+        (status.code(), err)
+    }
+
+    fn stop_yes(&mut self) {
+        if let Some(y) = &mut self.yes {
+            let _ = y.kill();
+            let _ = y.wait();
+        }
+    }
+}
+
 #[test]
 fn sigterm_passes_stdin_the_container_never_reads() {
     // `yes` fills stdin while the container never reads it; SIGTERM to skiff must still reach
     // the container (PID 1 of its namespace: it takes SIGTERM through its handler).
-    use std::io::BufRead;
-    use std::process::Stdio;
-    let mut yes = Command::new("yes").stdout(Stdio::piped()).spawn().unwrap();
-    let mut c = skiff(&[
-        "-i",
-        &archive("busybox-latest"),
-        "sh",
-        "-c",
-        "trap 'exit 143' TERM; echo ready; sleep 100 & wait",
-    ]);
-    c.stdin(yes.stdout.take().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let img = archive("busybox-latest");
+    let script = "trap 'exit 143' TERM; echo ready; sleep 100 & wait";
+    let run = Signalled::start(&["-i", &img, "sh", "-c", script], true);
     // Let stdin back up: the guest's buffer, the pipe into the container, the sockets.
     std::thread::sleep(Duration::from_secs(2));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let sent = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if sent.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            let _ = yes.kill();
-            panic!("skiff did not end within 10 s of SIGTERM with stdin backed up");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = yes.kill();
-    let _ = yes.wait();
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(143), "{err}");
-    println!(
-        "SIGTERM with stdin backed up: skiff ended in {:?}",
-        sent.elapsed()
+    run.sigterm();
+    let (code, err) = run.end_within(Duration::from_secs(10));
+    assert_eq!(code, Some(143), "{err}");
+}
+
+#[test]
+fn third_sigterm_cuts_off_a_container_that_ignores_them() {
+    let img = archive("busybox-latest");
+    let script = "trap '' TERM; echo ready; sleep 100";
+    let run = Signalled::start(&[&img, "sh", "-c", script], false);
+    for _ in 0..3 {
+        run.sigterm();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, err) = run.end_within(Duration::from_secs(10));
+    assert_ne!(code, Some(0), "{err}");
+    assert!(
+        err.starts_with("skiff: got 3 SIGINT/SIGTERM: forcibly killing the process\n"),
+        "{err}"
     );
 }
 
