@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use skiff_tests::{assert_code, assert_skiff_error, images, run_with_deadline, skiff_bin, stdout};
+use skiff_tests::{
+    assert_code, assert_skiff_error, images, run_with_deadline, skiff_bin, stderr, stdout,
+};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
@@ -735,4 +737,36 @@ fn detached_hostname_is_the_short_id_and_detach_with_stdin_is_refused() {
         "-i with -d needs attach, which skiff does not have yet",
     );
     assert_eq!(stdout(&root.skiff(&["ps", "-a", "-q"])).trim(), "");
+}
+
+#[test]
+fn detached_rm_container_reports_how_it_started_even_when_gone_at_once() {
+    let root = Root::new();
+    let img = busybox();
+    // Ends before `run -d` could see it running, and removes itself: the code still comes back.
+    let o = root.skiff(&[
+        "run",
+        "-d",
+        "--rm",
+        "--memory",
+        "128m",
+        &img,
+        "no-such-command",
+    ]);
+    assert_code(&o, 127);
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("skiff: error: ") && err.contains("no-such-command"),
+        "{err}"
+    );
+    // Ends at once but did run: `run -d` prints its id and succeeds, as docker does.
+    let o = root.skiff(&["run", "-d", "--rm", "--memory", "128m", &img, "true"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim().len(), 64, "{}", stdout(&o));
+    let end = Instant::now() + Duration::from_secs(30);
+    while !stdout(&root.skiff(&["ps", "-a", "-q"])).trim().is_empty() {
+        assert!(Instant::now() < end, "the --rm container was not removed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

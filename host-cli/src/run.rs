@@ -97,7 +97,7 @@ fn foreground(c: &Container, args: &RunArgs, blocked: forward::Blocked) -> Resul
         blocked,
         tty: args.tty,
     };
-    let finished = monitor::supervise(c, attach, Some(forward))?;
+    let finished = monitor::supervise(c, attach, Some(forward), None)?;
     match finished.outcome {
         Ok(outcome) => Ok(launch::exit_code(outcome)),
         // Killed through the API (kill, stop, rm -f) before the guest could report it.

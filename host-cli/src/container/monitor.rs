@@ -6,6 +6,9 @@
 //! also writes the container's output to its log. The VM process dies with its supervisor
 //! (`PR_SET_PDEATHSIG` on qemu, threads for kvm).
 
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -123,8 +126,26 @@ pub fn run(dir: &Path) -> Result<i32> {
         stdout: Box::new(stdout),
         stderr: Box::new(stderr),
     };
-    supervise(&c, attach, None)?;
+    supervise(&c, attach, None, start_report())?;
     Ok(0)
+}
+
+/// The start report descriptor `run -d` handed down (see [`super::detach::START_REPORT_FD`]),
+/// made close-on-exec again so that qemu does not hold it open.
+fn start_report() -> Option<File> {
+    let fd: RawFd = std::env::var(super::detach::START_REPORT_FD)
+        .ok()?
+        .parse()
+        .ok()?;
+    std::env::remove_var(super::detach::START_REPORT_FD);
+    // SAFETY: fcntl on a number is harmless; the descriptor is owned from here on only if it
+    // is open, and nothing else in this process knows it.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0 {
+            return None;
+        }
+        Some(File::from_raw_fd(fd))
+    }
 }
 
 /// Signals of the supervising process that go to the container (a foreground run).
@@ -146,7 +167,14 @@ pub struct Finished {
 
 /// Runs the container `c`, whose lock the caller holds, until it has ended: pins its store
 /// image, serves its API, records its state; removes it at the end with `--rm`.
-pub fn supervise(c: &Container, attach: Attach, forward: Option<Forward>) -> Result<Finished> {
+/// `report` (from `run -d`) hears `running` once the container runs, or how it ended if it
+/// never did.
+pub fn supervise(
+    c: &Container,
+    attach: Attach,
+    forward: Option<Forward>,
+    report: Option<File>,
+) -> Result<Finished> {
     // The container keeps a store image in use for its whole life: rmi refuses it, prune
     // keeps its blobs.
     let _pin = match &c.config.store_manifest {
@@ -181,6 +209,7 @@ pub fn supervise(c: &Container, attach: Attach, forward: Option<Forward>) -> Res
         state: st,
         shared: &shared,
         forward,
+        report,
     };
     let outcome = launch::launch(
         &vm,
@@ -189,6 +218,7 @@ pub fn supervise(c: &Container, attach: Attach, forward: Option<Forward>) -> Res
         attach,
         &mut watcher,
     );
+    let report = watcher.report.take();
     let mut st = watcher.state;
     let cut = shared.cut.load(Ordering::SeqCst);
     let code = match &outcome {
@@ -215,6 +245,10 @@ pub fn supervise(c: &Container, attach: Attach, forward: Option<Forward>) -> Res
     let deadline = Instant::now() + ANSWER_GRACE;
     while shared.answering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
+    }
+    if let Some(mut r) = report {
+        let error = st.error.as_deref().unwrap_or("").replace('\n', " ");
+        let _ = writeln!(r, "exited {code} {error}");
     }
     if c.config.auto_remove {
         c.remove()?;
@@ -263,6 +297,8 @@ struct Supervisor<'a> {
     state: State,
     shared: &'a Shared,
     forward: Option<Forward>,
+    /// Where `run -d` waits to hear that the container runs.
+    report: Option<File>,
 }
 
 impl Supervisor<'_> {
@@ -298,6 +334,9 @@ impl Watcher for Supervisor<'_> {
             self.state.status = Status::Running;
             self.state.started = Some(super::time::now());
             self.save();
+            if let Some(mut r) = self.report.take() {
+                let _ = r.write_all(b"running\n");
+            }
         }
         self.shared.cut.load(Ordering::SeqCst)
     }
