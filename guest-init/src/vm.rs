@@ -43,7 +43,9 @@ pub fn run() -> ! {
             "connected to the host"
         );
         let exec = exec_listener()?;
-        let linger = conn.try_clone().ctx(|| "duplicate the session socket".into())?;
+        let linger = conn
+            .try_clone()
+            .ctx(|| "duplicate the session socket".into())?;
         let served = session::serve(conn, Path::new(ROOTFS), Some(exec), true);
         wait_for_host_close(linger);
         served
