@@ -14,7 +14,7 @@ use protocol::RunSpec;
 
 use crate::cli::EngineKind;
 use crate::engine::{self, BootConfig, Machine};
-use crate::session::{Outcome, Session, SessionIo, SignalSender};
+use crate::session::{Outcome, Session, SessionError, SessionIo, SignalSender};
 use crate::{assets, console, dirs, initramfs};
 
 /// How long the guest may take from VM start to guest-init's connection
@@ -194,6 +194,11 @@ fn drive(
     };
     match result {
         Ok(outcome) => Ok(outcome),
+        // The user forced the end (the third interrupt): the process was killed, as docker
+        // reports a forcibly killed container.
+        Err(SessionError::CutOff) => Ok(Outcome::Exited(protocol::ExitStatus::Signal(
+            libc::SIGKILL,
+        ))),
         Err(e) => {
             // A session cut short by the end of the VM is reported as that.
             let how = match vm_gone {
