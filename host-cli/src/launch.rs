@@ -196,9 +196,9 @@ fn drive(
         Ok(outcome) => Ok(outcome),
         // The user forced the end (the third interrupt): the process was killed, as docker
         // reports a forcibly killed container.
-        Err(SessionError::CutOff) => Ok(Outcome::Exited(protocol::ExitStatus::Signal(
-            libc::SIGKILL,
-        ))),
+        Err(SessionError::CutOff) => {
+            Ok(Outcome::Exited(protocol::ExitStatus::Signal(libc::SIGKILL)))
+        }
         Err(e) => {
             // A session cut short by the end of the VM is reported as that.
             let how = match vm_gone {

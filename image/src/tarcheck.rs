@@ -14,7 +14,10 @@ pub const MAX_EXTENSION: u64 = 1 << 20;
 /// Checks the extension entries of the archive in `file`, then rewinds it.
 pub fn check_extensions(mut file: &File) -> Result<(), String> {
     let mut tar = tar::Archive::new(file);
-    let entries = tar.entries_with_seek().map_err(|e| e.to_string())?.raw(true);
+    let entries = tar
+        .entries_with_seek()
+        .map_err(|e| e.to_string())?
+        .raw(true);
     for entry in entries {
         let entry = entry.map_err(|e| e.to_string())?;
         let header = entry.header();

@@ -80,7 +80,9 @@ impl<W: Write> Write for ConsoleWriter<W> {
         if self.budget == 0 {
             return Ok(buf.len());
         }
-        let take = buf.len().min(usize::try_from(self.budget).unwrap_or(usize::MAX));
+        let take = buf
+            .len()
+            .min(usize::try_from(self.budget).unwrap_or(usize::MAX));
         self.budget -= take as u64;
         // The guest cannot retry: a failing console must not stop it, so errors are dropped.
         let mut written = self.out.write_all(&buf[..take]);
@@ -124,7 +126,8 @@ mod tests {
         let mut w = ConsoleWriter::with_limit(Vec::new(), note.clone(), 10);
         w.write_all(b"0123456").unwrap();
         w.write_all(b"789abc").unwrap();
-        w.write_all(b"\nKernel panic - not syncing: late\n").unwrap();
+        w.write_all(b"\nKernel panic - not syncing: late\n")
+            .unwrap();
         let mut want = b"0123456789".to_vec();
         want.extend_from_slice(TRUNCATED);
         assert_eq!(w.out, want);
