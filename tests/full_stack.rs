@@ -367,6 +367,48 @@ fn guest_that_never_answers_times_out() {
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 
+/// A static x86-64 executable of 129 bytes that exits at once: as the guest's /init, it makes
+/// the kernel panic ("Attempted to kill init!").
+fn exit_at_once_elf() -> Vec<u8> {
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // x86-64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&0x40_0078u64.to_le_bytes()); // entry
+    elf.extend_from_slice(&0x40u64.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no sections
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for v in [0x40u16, 0x38, 1, 0, 0, 0] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    let code = [0xb8, 0x3c, 0, 0, 0, 0x31, 0xff, 0x0f, 0x05]; // exit(0)
+    let size = (0x78 + code.len()) as u64;
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for v in [0, 0x40_0000, 0x40_0000, size, size, 0x1000u64] {
+        elf.extend_from_slice(&v.to_le_bytes());
+    }
+    elf.extend_from_slice(&code);
+    elf
+}
+
+#[test]
+fn guest_kernel_panic_is_named_as_the_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = dir.path().join("init");
+    std::fs::write(&init, exit_at_once_elf()).unwrap();
+    let mut c = skiff(&[&archive("busybox-latest"), "true"]);
+    c.env("SKIFF_GUEST_INIT", &init);
+    let o = run_in(c, b"");
+    assert_skiff_error(&o, "guest kernel panic: ");
+    assert!(
+        stderr(&o).contains("Attempted to kill init"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn guest_that_dies_mid_run_is_a_skiff_error() {
     if !qemu_only("guest_that_dies_mid_run_is_a_skiff_error") {

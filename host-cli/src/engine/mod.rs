@@ -8,6 +8,7 @@
 
 pub mod kvm;
 pub mod qemu;
+mod serial_log;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use vmm::devices::vsock::vhost_user::{serve_vhost_user, VhostUserServer};
 
+use super::serial_log::SerialLog;
 use super::{BootConfig, Machine, GUEST_CID};
 
-/// A running qemu process and the vsock backend serving it.
+/// A running qemu process, the vsock backend serving it and the copy of its console.
 pub struct Qemu {
     child: Child,
     backend: Option<VhostUserServer>,
+    console: SerialLog,
     qemu_log: PathBuf,
 }
 
@@ -34,8 +36,9 @@ fn qemu_binary() -> Result<PathBuf> {
         )
 }
 
-/// The qemu command line for `boot`, with the vhost-user socket at `vhost`.
-fn arguments(boot: &BootConfig, vhost: &Path, accel_kvm: bool) -> Vec<String> {
+/// The qemu command line for `boot`, with the vhost-user socket at `vhost` and the serial
+/// console connected to the socket `console`.
+fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -> Vec<String> {
     let mem = boot.memory_mib;
     let (accel, cpu) = if accel_kvm {
         ("kvm", "host")
@@ -60,7 +63,7 @@ fn arguments(boot: &BootConfig, vhost: &Path, accel_kvm: bool) -> Vec<String> {
         "-display",
         "none",
         "-chardev",
-        &format!("file,id=console,path={}", boot.console_log.display()),
+        &format!("socket,id=console,path={}", console.display()),
         "-serial",
         "chardev:console",
         "-chardev",
@@ -83,7 +86,7 @@ fn arguments(boot: &BootConfig, vhost: &Path, accel_kvm: bool) -> Vec<String> {
 }
 
 impl Qemu {
-    /// Starts the vsock backend, then qemu.
+    /// Starts the vsock backend and the console copy, then qemu.
     pub fn start(boot: &BootConfig) -> Result<Qemu> {
         let qemu = qemu_binary()?;
         let dir = boot
@@ -100,7 +103,9 @@ impl Qemu {
         let log2 = log
             .try_clone()
             .context("cannot duplicate the qemu log file")?;
-        let args = arguments(boot, &vhost, accel_kvm);
+        let console_sock = dir.join("console.sock");
+        let console = SerialLog::listen(&console_sock, &boot.console_log)?;
+        let args = arguments(boot, &vhost, &console_sock, accel_kvm);
         tracing::debug!(qemu = %qemu.display(), ?args, "starting qemu");
         let mut cmd = Command::new(&qemu);
         cmd.args(&args)
@@ -130,11 +135,17 @@ impl Qemu {
         Ok(Qemu {
             child,
             backend: Some(backend),
+            console,
             qemu_log,
         })
     }
 
-    fn describe(&self, status: std::process::ExitStatus) -> String {
+    /// How qemu ended, once it has: the console copy is complete by then.
+    fn describe(&mut self, status: std::process::ExitStatus) -> String {
+        self.console.finish();
+        if let Some(line) = self.console.panic() {
+            return format!("guest kernel panic: {line}");
+        }
         let log = std::fs::read_to_string(&self.qemu_log).unwrap_or_default();
         let last = log.lines().rev().find(|l| !l.trim().is_empty());
         match (status.code(), last) {
@@ -207,14 +218,20 @@ mod tests {
             vsock_uds: "/r/vsock".into(),
             console_log: "/r/console.log".into(),
         };
-        let a = arguments(&boot, Path::new("/r/vhost.sock"), false).join(" ");
+        let a = arguments(
+            &boot,
+            Path::new("/r/vhost.sock"),
+            Path::new("/r/console.sock"),
+            false,
+        )
+        .join(" ");
         for want in [
             "acpi=off",
             "-accel tcg -cpu max",
             "-m 768M",
             "-smp 2",
             "memory-backend-memfd,id=mem,size=768M,share=on",
-            "path=/r/console.log",
+            "socket,id=console,path=/r/console.sock",
             "socket,id=vhost,path=/r/vhost.sock",
             "vhost-user-vsock-device,chardev=vhost",
             "-kernel /k/vmlinux -initrd /c/init.cpio",
@@ -223,7 +240,7 @@ mod tests {
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
         }
-        assert!(arguments(&boot, Path::new("/v"), true)
+        assert!(arguments(&boot, Path::new("/v"), Path::new("/c"), true)
             .join(" ")
             .contains("-accel kvm -cpu host"));
     }
