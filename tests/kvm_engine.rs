@@ -66,12 +66,10 @@ fn readable_assets(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (kernel, init, image)
 }
 
-#[test]
-fn no_dev_kvm_is_a_clear_error() {
-    // A private mount namespace whose /dev holds only null and urandom.
-    let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && \
-                  mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
-    let prefix = [
+/// A command prefix: `script` runs as root in a private mount namespace, then execs `then`
+/// followed by the rest of the command.
+fn in_private_mounts<'a>(script: &'a str, then: &[&'a str]) -> Vec<&'a str> {
+    let mut p = vec![
         "unshare",
         "-m",
         "--propagation",
@@ -81,7 +79,16 @@ fn no_dev_kvm_is_a_clear_error() {
         script,
         "sh",
     ];
-    let o = run(skiff_kvm(&prefix, &archive()));
+    p.extend_from_slice(then);
+    p
+}
+
+#[test]
+fn no_dev_kvm_is_a_clear_error() {
+    // A private mount namespace whose /dev holds only null and urandom.
+    let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && \
+                  mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
+    let o = run(skiff_kvm(&in_private_mounts(script, &[]), &archive()));
     assert_one_line_error(&o, "/dev/kvm does not exist");
 }
 
@@ -103,20 +110,15 @@ fn no_permission_on_dev_kvm_names_the_group() {
         "mknod -m 0660 {n} c 10 232 && chgrp nogroup {n} && mount --bind {n} /dev/kvm && exec \"$@\"",
         n = node.display()
     );
-    let prefix = [
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    let prefix = in_private_mounts(
         &script,
-        "sh",
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65533",
-        "--clear-groups",
-    ];
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65533",
+            "--clear-groups",
+        ],
+    );
     let mut c = skiff_kvm(&prefix, &image);
     c.env("SKIFF_KERNEL", &kernel)
         .env("SKIFF_GUEST_INIT", &init)

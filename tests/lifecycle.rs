@@ -56,6 +56,12 @@ impl Root {
         id
     }
 
+    /// The container's `state.json`.
+    fn state(&self, id: &str) -> serde_json::Value {
+        let path = self.0.path().join("containers").join(id).join("state.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
     /// The VM socket directories recorded for running containers.
     fn vm_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = Vec::new();
@@ -384,17 +390,7 @@ fn killed_monitor_shows_as_exited_and_is_removable() {
     let root = Root::new();
     let id = root.detach(&["--name", "doomed"], &["sleep", "1000"]);
     let dirs = root.vm_dirs();
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root.0
-                .path()
-                .join("containers")
-                .join(&id)
-                .join("state.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let state = root.state(&id);
     let pid = state["monitor_pid"].as_i64().unwrap() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -529,17 +525,7 @@ fn bench_exec_vs_run_and_idle_memory() {
     );
 
     std::thread::sleep(Duration::from_secs(1));
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root.0
-                .path()
-                .join("containers")
-                .join(&id)
-                .join("state.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let state = root.state(&id);
     let monitor = state["monitor_pid"].as_u64().unwrap() as u32;
     let vm_dir = state["vm_dir"].as_str().unwrap().to_string();
     let qemu: u32 = processes_mentioning(&vm_dir)
