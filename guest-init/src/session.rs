@@ -6,9 +6,9 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::Signal;
@@ -29,6 +29,54 @@ use crate::unpack::unpack_layers;
 
 /// Pipe buffer asked for the container's pipes (bigger writes, fewer wake-ups).
 const PIPE_SIZE: i32 = 1 << 20;
+/// How long the end of the container waits for its exec sessions to report their processes,
+/// which the kernel kills when the container's init ends.
+const EXEC_DRAIN: Duration = Duration::from_secs(2);
+
+/// The exec sessions under way, so that the end of the container waits for them to report.
+#[derive(Default)]
+struct ExecSessions {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// One exec session under way; dropping it ends it.
+struct ExecSession(Arc<ExecSessions>);
+
+impl ExecSessions {
+    fn enter(self: &Arc<Self>) -> ExecSession {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        ExecSession(self.clone())
+    }
+
+    /// Waits until no exec session is under way, at most `timeout`.
+    fn wait_idle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!(
+                    sessions = *count,
+                    "exec sessions still under way at the end"
+                );
+                return;
+            }
+            count = match self.idle.wait_timeout(count, left) {
+                Ok((c, _)) => c,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        let mut count = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *count = count.saturating_sub(1);
+        self.0.idle.notify_all();
+    }
+}
 
 /// The write half of the session, shared by the threads that send.
 type Writer = Arc<Mutex<File>>;
@@ -88,10 +136,13 @@ pub fn serve(
     match start(&spec, root, &mut reader, &reaper) {
         Ok(container) => {
             send(&writer, &Message::Started)?;
+            let sessions = Arc::new(ExecSessions::default());
             if let Some(listener) = exec_listener {
-                spawn_exec_listener(listener, container.pid, reaper.clone())?;
+                spawn_exec_listener(listener, container.pid, reaper.clone(), sessions.clone())?;
             }
-            relay(container, reader, writer, &reaper, Waiter::Reaper)
+            let ended = relay(container, reader, writer, &reaper, Waiter::Reaper);
+            sessions.wait_idle(EXEC_DRAIN);
+            ended
         }
         Err(e) => {
             warn!(error = %e, "the container could not be started");
@@ -230,7 +281,12 @@ fn start(spec: &RunSpec, root: &Path, reader: &mut File, reaper: &Reaper) -> Res
 
 /// Accepts exec sessions for the container whose first process is `init`, each on its own
 /// thread, for as long as guest-init runs.
-fn spawn_exec_listener(listener: OwnedFd, init: Pid, reaper: Arc<Reaper>) -> Result<()> {
+fn spawn_exec_listener(
+    listener: OwnedFd,
+    init: Pid,
+    reaper: Arc<Reaper>,
+    sessions: Arc<ExecSessions>,
+) -> Result<()> {
     thread::Builder::new()
         .name("exec-listener".into())
         .spawn(move || loop {
@@ -244,7 +300,9 @@ fn spawn_exec_listener(listener: OwnedFd, init: Pid, reaper: Arc<Reaper>) -> Res
                 }
             };
             let reaper = reaper.clone();
+            let session = sessions.enter();
             let spawned = thread::Builder::new().name("exec".into()).spawn(move || {
+                let _session = session;
                 if let Err(e) = serve_exec(conn, init, &reaper) {
                     warn!(error = %e, "exec session failed");
                 }
