@@ -47,7 +47,7 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
     };
     [
         "-M",
-        "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off,memory-backend=mem",
+        "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off,memory-backend=mem",
         "-accel",
         accel,
         "-cpu",
