@@ -11,6 +11,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::{Bus, BusError, SharedDevice, VmRequest};
+use crate::devices::cmos::{Cmos, CMOS_LEN, CMOS_PORT};
 use crate::devices::i8042::{I8042, I8042_LEN, I8042_PORT};
 use crate::devices::mmio::MmioTransport;
 use crate::devices::serial::{Serial, COM1_IRQ, COM1_LEN, COM1_PORT};
@@ -197,6 +198,15 @@ impl Machine {
     /// The i8042 controller whose reset command ends the VM.
     pub fn add_i8042(&mut self) -> Result<(), MachineError> {
         self.add_pio_device(I8042_PORT, I8042_LEN as u16, Arc::new(Mutex::new(I8042)))
+    }
+
+    /// The CMOS clock, so the guest reads its wall clock at once.
+    pub fn add_cmos(&mut self) -> Result<(), MachineError> {
+        self.add_pio_device(
+            CMOS_PORT,
+            CMOS_LEN as u16,
+            Arc::new(Mutex::new(Cmos::default())),
+        )
     }
 
     /// Puts `device` behind a virtio-mmio window with its own interrupt line; returns the

@@ -145,6 +145,7 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
         panic.clone(),
     )))?;
     machine.add_i8042()?;
+    machine.add_cmos()?;
     let mut cmdline = config.cmdline.clone();
     if let Some((cid, path)) = &config.vsock {
         let device = VsockDevice::new(*cid, path).map_err(|source| VmmError::Vsock {

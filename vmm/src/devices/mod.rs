@@ -1,4 +1,5 @@
 //! Emulated devices of skiff's VMM.
+pub mod cmos;
 pub mod console;
 pub mod i8042;
 pub mod mmio;
