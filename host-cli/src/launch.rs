@@ -51,7 +51,8 @@ pub trait Watcher {
     }
     /// guest-init connected; `signals` controls the session from now on.
     fn session(&mut self, _signals: &SignalSender) {}
-    /// Called every 50 ms until the session ends; `true` cuts the VM off.
+    /// Called every 50 ms until the session ends, and as soon as the container runs (before
+    /// any of its output is relayed); `true` cuts the VM off.
     fn tick(&mut self, _signals: &SignalSender) -> bool {
         false
     }
@@ -129,6 +130,14 @@ pub fn launch(
     })
 }
 
+/// What the session thread tells the loop that watches the VM.
+enum Event {
+    /// The container runs; the session relays its output once this is answered.
+    Started(mpsc::Sender<()>),
+    /// The session is over.
+    Ended(Result<Outcome, SessionError>),
+}
+
 /// Waits for guest-init, runs the session while watching the VM, returns the outcome.
 fn drive(
     listener: &UnixListener,
@@ -142,10 +151,18 @@ fn drive(
     let watch = stream
         .try_clone()
         .context("cannot duplicate the session socket")?;
-    let session = Session::new(stream)?;
+    let mut session = Session::new(stream)?;
     let signals = session.signal_sender();
     watcher.session(&signals);
     let (tx, rx) = mpsc::channel();
+    // The watcher hears of the start before any output of the container is relayed.
+    let started = tx.clone();
+    session.on_started(move || {
+        let (ack, acked) = mpsc::channel();
+        if started.send(Event::Started(ack)).is_ok() {
+            let _ = acked.recv_timeout(Duration::from_secs(1));
+        }
+    });
     std::thread::spawn(move || {
         let Attach {
             stdin,
@@ -157,13 +174,17 @@ fn drive(
             stdout: &mut *stdout,
             stderr: &mut *stderr,
         };
-        let _ = tx.send(session.run(&spec, &layers, io).map(|r| r.outcome));
+        let _ = tx.send(Event::Ended(
+            session.run(&spec, &layers, io).map(|r| r.outcome),
+        ));
     });
     let mut vm_gone: Option<(String, Instant)> = None;
     let mut cut = false;
     let result = loop {
+        let mut started = None;
         match rx.recv_timeout(Duration::from_millis(50)) {
-            Ok(r) => {
+            Ok(Event::Started(ack)) => started = Some(ack),
+            Ok(Event::Ended(r)) => {
                 // Closing a completed session tells guest-init that everything it sent has
                 // arrived: only then does it power the VM off. (After a failed session the VM
                 // is left as it is, so that its own end, if any, can be told apart.)
@@ -181,6 +202,10 @@ fn drive(
             tracing::debug!("cutting the VM off");
             cut = true;
             vm.shutdown(Duration::ZERO)?;
+        }
+        // The watcher has seen the container running: its output may flow.
+        if let Some(ack) = started {
+            let _ = ack.send(());
         }
         if vm_gone.is_none() {
             vm_gone = vm.poll_exit()?.map(|how| (how, Instant::now()));

@@ -271,6 +271,8 @@ impl SignalSender {
 pub struct Session {
     reader: BufReader<UnixStream>,
     shared: Arc<Shared>,
+    /// Called once when the container runs, before any of its output is relayed.
+    on_started: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Session {
@@ -292,7 +294,14 @@ impl Session {
                 control,
                 cut: AtomicBool::new(false),
             }),
+            on_started: None,
         })
+    }
+
+    /// Has `f` called once the guest reports the container running, before any of its output
+    /// is relayed (e.g. to record the container's state without lagging behind its output).
+    pub fn on_started(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_started = Some(Box::new(f));
     }
 
     /// A handle that sends signals to the container.
@@ -475,12 +484,17 @@ impl Session {
     }
 
     /// Marks the container running and delivers the signals that waited for it.
-    fn begin_running(&self) -> Result<(), SessionError> {
-        let mut phase = lock(&self.shared.phase);
-        if let Phase::Starting(pending) = std::mem::replace(&mut *phase, Phase::Running) {
-            for msg in pending {
-                self.shared.send("send held signals and resizes", &msg)?;
+    fn begin_running(&mut self) -> Result<(), SessionError> {
+        {
+            let mut phase = lock(&self.shared.phase);
+            if let Phase::Starting(pending) = std::mem::replace(&mut *phase, Phase::Running) {
+                for msg in pending {
+                    self.shared.send("send held signals and resizes", &msg)?;
+                }
             }
+        }
+        if let Some(f) = self.on_started.take() {
+            f();
         }
         Ok(())
     }
