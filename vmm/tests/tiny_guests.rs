@@ -318,15 +318,21 @@ fn config(kernel: std::path::PathBuf, serial: SerialOutput) -> VmConfig {
     }
 }
 
-#[test]
-fn a_pvh_elf_boots_through_run_vm() {
-    let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("tiny.elf");
+/// The tiny guest that prints on the serial port and triple-faults, as a PVH ELF in `dir`.
+fn serial_then_triple_fault_elf(dir: &std::path::Path) -> std::path::PathBuf {
+    let kernel = dir.join("tiny.elf");
     std::fs::write(
         &kernel,
         tiny_guest::pvh_elf(&tiny_guest::SERIAL_THEN_TRIPLE_FAULT),
     )
     .unwrap();
+    kernel
+}
+
+#[test]
+fn a_pvh_elf_boots_through_run_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = serial_then_triple_fault_elf(dir.path());
     let log = dir.path().join("console.log");
     let exit = run_vm(
         &config(kernel, SerialOutput::File(log.clone())),
@@ -383,12 +389,7 @@ fn kernel_errors_are_distinct() {
 #[test]
 fn vsock_device_is_attached_and_bad_cids_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("tiny.elf");
-    std::fs::write(
-        &kernel,
-        tiny_guest::pvh_elf(&tiny_guest::SERIAL_THEN_TRIPLE_FAULT),
-    )
-    .unwrap();
+    let kernel = serial_then_triple_fault_elf(dir.path());
     let socket = dir.path().join("vsock.sock");
 
     let mut cfg = config(kernel, SerialOutput::Sink);
