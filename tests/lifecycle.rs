@@ -25,6 +25,37 @@ fn busybox() -> String {
 /// A private state root, so tests never see each other's containers.
 struct Root(tempfile::TempDir);
 
+impl Drop for Root {
+    /// A test that failed half way leaves no container running: every supervisor still
+    /// recorded (a monitor, or a foreground skiff) is killed, and its VM dies with it.
+    fn drop(&mut self) {
+        let Ok(dir) = std::fs::read_dir(self.0.path().join("containers")) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let Ok(text) = std::fs::read_to_string(e.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            let Some(pid) = v["monitor_pid"]
+                .as_i64()
+                .filter(|_| v["status"] != "exited")
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("skiff") {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl Root {
     fn new() -> Root {
         Root(tempfile::tempdir().unwrap())
