@@ -193,16 +193,21 @@ fn console_stdio() -> Result<()> {
     Ok(())
 }
 
-/// Listens for the host's exec sessions on vsock port `protocol::EXEC_PORT`.
-fn exec_listener() -> Result<OwnedFd> {
-    let port = protocol::EXEC_PORT;
-    let fd = socket(
+/// A new close-on-exec vsock stream socket.
+fn vsock_socket() -> Result<OwnedFd> {
+    socket(
         AddressFamily::Vsock,
         SockType::Stream,
         SockFlag::SOCK_CLOEXEC,
         None,
     )
-    .ctx(|| "create a vsock socket".into())?;
+    .ctx(|| "create a vsock socket".into())
+}
+
+/// Listens for the host's exec sessions on vsock port `protocol::EXEC_PORT`.
+fn exec_listener() -> Result<OwnedFd> {
+    let port = protocol::EXEC_PORT;
+    let fd = vsock_socket()?;
     bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))
         .ctx(|| format!("bind vsock port {port}"))?;
     listen(&fd, Backlog::new(16).unwrap_or(Backlog::MAXCONN))
@@ -214,13 +219,7 @@ fn connect_host() -> Result<File> {
     let addr = VsockAddr::new(HOST_CID, protocol::SESSION_PORT);
     let mut attempt = 0;
     loop {
-        let fd = socket(
-            AddressFamily::Vsock,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .ctx(|| "create a vsock socket".into())?;
+        let fd = vsock_socket()?;
         match connect(fd.as_raw_fd(), &addr) {
             Ok(()) => return Ok(File::from(fd)),
             Err(e) if attempt + 1 < CONNECT_ATTEMPTS => {

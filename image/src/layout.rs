@@ -231,26 +231,15 @@ impl Layout {
                 .as_ref()
                 .is_some_and(|p| p.os == OS && p.architecture == ARCH)
         };
-        index.manifests.iter().find(matches).ok_or_else(|| {
-            let platforms: Vec<String> = index
-                .manifests
-                .iter()
-                .map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map_or_else(|| "unspecified".to_owned(), |p| p.to_string())
-                })
-                .collect();
-            ImageError::NoPlatform {
+        index
+            .manifests
+            .iter()
+            .find(matches)
+            .ok_or_else(|| ImageError::NoPlatform {
                 digest: digest.to_string(),
                 image: self.name.clone(),
-                platforms: if platforms.is_empty() {
-                    "none".into()
-                } else {
-                    platforms.join(", ")
-                },
-            }
-        })
+                platforms: index.platform_list(usize::MAX),
+            })
     }
 
     /// Reads and checks the image configuration.

@@ -278,26 +278,10 @@ impl Puller<'_> {
             .manifests
             .iter()
             .find(|d| d.platform.as_ref().is_some_and(|p| want.matches(p)))
-            .ok_or_else(|| {
-                let platforms: Vec<String> = index
-                    .manifests
-                    .iter()
-                    .map(|d| {
-                        d.platform
-                            .as_ref()
-                            .map_or("unspecified".into(), |p| p.to_string())
-                    })
-                    .take(20)
-                    .collect();
-                StoreError::NoPlatform {
-                    name: self.name.to_string(),
-                    platform: want.to_string(),
-                    platforms: if platforms.is_empty() {
-                        "none".into()
-                    } else {
-                        platforms.join(", ")
-                    },
-                }
+            .ok_or_else(|| StoreError::NoPlatform {
+                name: self.name.to_string(),
+                platform: want.to_string(),
+                platforms: index.platform_list(20),
             })
     }
 

@@ -104,6 +104,28 @@ pub struct Index {
     pub manifests: Vec<Descriptor>,
 }
 
+impl Index {
+    /// The platforms the index offers, for an error that none fits: at most `limit` of them,
+    /// comma-separated, or "none".
+    pub fn platform_list(&self, limit: usize) -> String {
+        let names: Vec<String> = self
+            .manifests
+            .iter()
+            .map(|d| {
+                d.platform
+                    .as_ref()
+                    .map_or_else(|| "unspecified".to_owned(), |p| p.to_string())
+            })
+            .take(limit)
+            .collect();
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join(", ")
+        }
+    }
+}
+
 /// An image manifest (OCI or Docker schema2).
 #[derive(Debug, Deserialize)]
 pub struct Manifest {
