@@ -11,9 +11,12 @@ const LEAF_TOPOLOGY_V2: u32 = 0x1f;
 const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
 
 const ECX_VMX: u32 = 1 << 5;
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 const EXT_ECX_SVM: u32 = 1 << 2;
+/// AMD's core performance counters (the guest has no PMU, see pmu.rs).
+const EXT_ECX_PERFCTR_CORE: u32 = 1 << 23;
 
 /// Topology level types of leaves 0xb/0x1f (ecx bits 15:8).
 const LEVEL_SMT: u32 = 1;
@@ -22,6 +25,19 @@ const LEVEL_CORE: u32 = 2;
 /// Number of APIC-id bits needed to number `count` vCPUs.
 fn id_bits(count: u8) -> u32 {
     u32::from(count.max(1)).next_power_of_two().trailing_zeros()
+}
+
+/// Adds the TSC-deadline timer to KVM's supported leaves. KVM's in-kernel local APIC emulates it
+/// but leaves announcing it to user space (KVM_CAP_TSC_DEADLINE_TIMER). Without it the guest
+/// must calibrate the APIC timer against a PIT, which skiff's machine does not have: the
+/// calibration fails ("APIC timer disabled due to verification failure"), the guest is left with
+/// no timer interrupts, and `sleep` never returns.
+pub fn add_tsc_deadline_timer(supported: &mut CpuId) {
+    for entry in supported.as_mut_slice() {
+        if entry.function == LEAF_FEATURES {
+            entry.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
 }
 
 /// Filters `supported` for vCPU `index` of `count`: one socket, one thread per core,
@@ -82,7 +98,7 @@ fn filter_entry(entry: &mut kvm_cpuid_entry2, apic_id: u32, count: u32, bits: u3
                 }
             }
         }
-        LEAF_EXT_FEATURES => entry.ecx &= !EXT_ECX_SVM,
+        LEAF_EXT_FEATURES => entry.ecx &= !(EXT_ECX_SVM | EXT_ECX_PERFCTR_CORE),
         _ => {}
     }
 }
@@ -138,6 +154,15 @@ mod tests {
     }
 
     #[test]
+    fn tsc_deadline_timer_is_announced_and_kept() {
+        let mut host = table(&[leaf(LEAF_FEATURES, 0, 1)]);
+        add_tsc_deadline_timer(&mut host);
+        let guest = guest_cpuid(&host, 0, 1);
+        let ecx = lookup(&guest, LEAF_FEATURES, 0).unwrap()[2];
+        assert_eq!(ecx & (ECX_TSC_DEADLINE | 1), ECX_TSC_DEADLINE | 1);
+    }
+
+    #[test]
     fn topology_leaf_numbers_cores_and_apic_ids() {
         let host = table(&[leaf(LEAF_TOPOLOGY, 0, 0), leaf(LEAF_TOPOLOGY, 1, 0)]);
         let guest = guest_cpuid(&host, 2, 3);
@@ -146,8 +171,12 @@ mod tests {
     }
 
     #[test]
-    fn svm_is_hidden() {
-        let host = table(&[leaf(LEAF_EXT_FEATURES, 0, EXT_ECX_SVM | 1)]);
+    fn svm_and_amd_core_counters_are_hidden() {
+        let host = table(&[leaf(
+            LEAF_EXT_FEATURES,
+            0,
+            EXT_ECX_SVM | EXT_ECX_PERFCTR_CORE | 1,
+        )]);
         let guest = guest_cpuid(&host, 0, 1);
         assert_eq!(lookup(&guest, LEAF_EXT_FEATURES, 0).unwrap()[2], 1);
     }

@@ -1,6 +1,7 @@
 //! The KVM backend: the only code in skiff that calls kvm-ioctls.
 
 mod cpuid;
+mod pmu;
 mod regs;
 mod vcpu;
 
@@ -9,7 +10,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Mutex;
 
 use kvm_bindings::{kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Kvm, NoDatamatch, VmFd};
+use kvm_ioctls::{Cap, Kvm, NoDatamatch, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -38,9 +39,12 @@ impl KvmHypervisor {
     /// Opens `/dev/kvm`, telling apart "missing" and "no permission" (with the owning group).
     pub fn new() -> Result<Self> {
         let kvm = Kvm::new().map_err(|e| open_error(io::Error::from_raw_os_error(e.errno())))?;
-        let supported_cpuid = kvm
+        let mut supported_cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(call_err("KVM_GET_SUPPORTED_CPUID"))?;
+        if kvm.check_extension(Cap::TscDeadlineTimer) {
+            cpuid::add_tsc_deadline_timer(&mut supported_cpuid);
+        }
         Ok(KvmHypervisor {
             kvm,
             supported_cpuid,
@@ -86,6 +90,7 @@ impl Hypervisor for KvmHypervisor {
         let fd = self.kvm.create_vm().map_err(call_err("KVM_CREATE_VM"))?;
         fd.set_tss_address(TSS_ADDRESS)
             .map_err(call_err("KVM_SET_TSS_ADDR"))?;
+        pmu::deny_pmu_msrs(&self.kvm, &fd)?;
         Ok(Box::new(KvmVm {
             fd,
             supported_cpuid: self.supported_cpuid.clone(),
