@@ -2,17 +2,25 @@
 # Builds skiff's guest kernel (vmlinux with a PVH entry) from the pinned Debian source package and
 # the config fragment beside this script, applied on `make allnoconfig`.
 #
-#   kernel-config/build.sh          build if needed, print the path of vmlinux on the last line
-#   kernel-config/build.sh --key    print the cache key only
+#   kernel-config/build.sh [--l1]          build if needed, print the path of vmlinux on the last line
+#   kernel-config/build.sh [--l1] --key    print the cache key only
+#
+# --l1 builds the L1 test kernel instead: the same source with skiff.config and then l1.config
+# (KVM, 9p), for the nested test VM of tests/nested/.
 #
 # The output is cached outside the repository in $SKIFF_CACHE (default ~/.cache/skiff) under
-# kernel/<key>/, where <key> is the sha256 of VERSION and skiff.config: skiff computes the same
-# key to find the kernel, so a changed fragment never meets a stale build.
+# kernel/<key>/, where <key> is the sha256 of VERSION and the fragments: skiff computes the same
+# key to find its kernel, so a changed fragment never meets a stale build.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${SKIFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skiff}
-key=$(cat "$here/VERSION" "$here/skiff.config" | sha256sum | cut -c1-16)
+fragments=("$here/skiff.config")
+if [ "${1:-}" = --l1 ]; then
+    fragments+=("$here/l1.config")
+    shift
+fi
+key=$(cat "$here/VERSION" "${fragments[@]}" | sha256sum | cut -c1-16)
 [ "${1:-}" = --key ] && { echo "$key"; exit 0; }
 
 out=$cache/kernel/$key
@@ -39,8 +47,9 @@ echo "kernel: unpacking $tarball" >&2
 tar -C "$work" -xf "$tarball"
 src=$work/$pkg
 log=$work/build.log
-echo "kernel: configuring (allnoconfig + $(grep -c '^CONFIG_' "$here/skiff.config") options)" >&2
-make -C "$src" ARCH=x86_64 KCONFIG_ALLCONFIG="$here/skiff.config" allnoconfig >"$log" 2>&1
+cat "${fragments[@]}" > "$work/fragment"
+echo "kernel: configuring (allnoconfig + $(grep -c '^CONFIG_' "$work/fragment") options)" >&2
+make -C "$src" ARCH=x86_64 KCONFIG_ALLCONFIG="$work/fragment" allnoconfig >"$log" 2>&1
 
 jobs=$(nproc)
 echo "kernel: building vmlinux with $jobs jobs (log: $log)" >&2
@@ -59,7 +68,7 @@ rm -rf "$tmp"
 mkdir -p "$tmp"
 cp "$src/vmlinux" "$tmp/vmlinux"
 cp "$src/.config" "$tmp/config"
-cp "$here/skiff.config" "$tmp/fragment"
+cp "$work/fragment" "$tmp/fragment"
 rm -rf "$out"
 mv "$tmp" "$out"
 rm -rf "$work"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The project's test command (CI runs this through .ci/run): installs what the tests need,
 # builds the guest kernel, guest-init and the test images (all cached outside the repository),
-# checks formatting and lints, then runs every test, including the full stack under QEMU.
+# checks formatting and lints, then runs every test: the full stack under QEMU, and with skiff's
+# own VMM (inside the nested test VM when this host's KVM emulates guest code).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,6 +11,8 @@ scripts/deps.sh
 PROFILE=dev scripts/build.sh
 echo "==> test images" >&2
 tests/images/build.sh >/dev/null
+echo "==> L1 test kernel (the nested test VM's)" >&2
+kernel-config/build.sh --l1 >/dev/null
 
 echo "==> cargo fmt --check" >&2
 cargo fmt --all -- --check
@@ -18,5 +21,5 @@ cargo clippy --quiet --workspace --all-targets -- -D warnings
 echo "==> cargo test" >&2
 export SKIFF_GUEST_INIT=$PWD/target/x86_64-unknown-linux-gnu/release/guest-init
 cargo test --workspace -- --test-threads=2
-echo "==> the kvm engine end to end" >&2
+echo "==> the kvm engine end to end (inside the nested test VM where guest code is emulated)" >&2
 tests/full-stack-kvm

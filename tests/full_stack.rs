@@ -1,14 +1,15 @@
 //! The whole stack: the real guest kernel, guest-init in the initramfs, skiff's vsock device,
 //! and the `skiff` command as a user runs it. The engine is `$SKIFF_TEST_ENGINE` (default
 //! `qemu`, under QEMU's software CPU where guest code is emulated); `tests/full-stack-kvm` runs
-//! the same cases with `kvm` wherever guest code runs natively.
+//! the same cases with `kvm`, inside the nested test VM (`tests/nested/`) or directly wherever
+//! guest code runs natively.
 
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use skiff_tests::{
     assert_code, assert_skiff_error, images, run_with_deadline, sha256_hex, skiff_bin, stderr,
-    stdout,
+    stdout, test_engine,
 };
 
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -21,17 +22,13 @@ fn layout(name_tag: &str) -> String {
     format!("oci:{}/oci/{name_tag}", images().display())
 }
 
-fn engine() -> String {
-    std::env::var("SKIFF_TEST_ENGINE").unwrap_or_else(|_| "qemu".into())
-}
-
 /// Cases that only exist for the qemu engine say so when they run under another one.
 fn qemu_only(test: &str) -> bool {
-    let qemu = engine() == "qemu";
+    let qemu = test_engine() == "qemu";
     if !qemu {
         eprintln!(
             "{test}: not applicable to --engine {}: it concerns the qemu process",
-            engine()
+            test_engine()
         );
     }
     qemu
@@ -39,7 +36,7 @@ fn qemu_only(test: &str) -> bool {
 
 fn skiff(args: &[&str]) -> Command {
     let mut c = Command::new(skiff_bin());
-    c.arg("run").arg("--engine").arg(engine()).args(args);
+    c.arg("run").arg("--engine").arg(test_engine()).args(args);
     c
 }
 

@@ -2,6 +2,7 @@
 //! and `/dev/console`, generated on the host and cached under a key derived from the guest-init
 //! file's identity (path, device, inode, size, modification and change times): any rewrite of
 //! the binary changes the key, and a run with a cached initramfs reads nothing of guest-init.
+//! The newc writer takes any members: the nested test VM (`tests/nested/`) builds its own.
 
 use std::fs;
 use std::io::{self, Write};
@@ -15,12 +16,44 @@ const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
 const S_IFCHR: u32 = 0o020000;
 
-/// One member of a newc archive.
-struct Entry<'a> {
+/// One member of a newc archive, owned by root.
+pub struct Member<'a> {
     name: &'a str,
     mode: u32,
     rdev: (u32, u32),
     data: &'a [u8],
+}
+
+impl<'a> Member<'a> {
+    /// A directory (`name` without a leading `/`).
+    pub fn dir(name: &'a str, perm: u32) -> Self {
+        Member {
+            name,
+            mode: S_IFDIR | perm,
+            rdev: (0, 0),
+            data: &[],
+        }
+    }
+
+    /// A regular file holding `data`.
+    pub fn file(name: &'a str, perm: u32, data: &'a [u8]) -> Self {
+        Member {
+            name,
+            mode: S_IFREG | perm,
+            rdev: (0, 0),
+            data,
+        }
+    }
+
+    /// A character device node.
+    pub fn char_device(name: &'a str, perm: u32, major: u32, minor: u32) -> Self {
+        Member {
+            name,
+            mode: S_IFCHR | perm,
+            rdev: (major, minor),
+            data: &[],
+        }
+    }
 }
 
 fn pad4(w: &mut impl Write, len: usize) -> io::Result<()> {
@@ -28,9 +61,11 @@ fn pad4(w: &mut impl Write, len: usize) -> io::Result<()> {
     w.write_all(&[0u8; 3][..pad])
 }
 
-fn write_entry(w: &mut impl Write, ino: u32, e: &Entry) -> io::Result<()> {
+fn write_member(w: &mut impl Write, ino: u32, e: &Member) -> io::Result<()> {
     let name_size = e.name.len() + 1;
     let nlink = if e.mode & S_IFDIR != 0 { 2 } else { 1 };
+    let size = u32::try_from(e.data.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "initramfs member over 4 GiB"))?;
     let fields = [
         ino,
         e.mode,
@@ -38,7 +73,7 @@ fn write_entry(w: &mut impl Write, ino: u32, e: &Entry) -> io::Result<()> {
         0, // gid
         nlink,
         0, // mtime
-        e.data.len() as u32,
+        size,
         0, // devmajor
         0, // devminor
         e.rdev.0,
@@ -59,40 +94,30 @@ fn write_entry(w: &mut impl Write, ino: u32, e: &Entry) -> io::Result<()> {
     pad4(w, e.data.len())
 }
 
-/// Writes the archive: `/dev`, `/dev/console` and `/init` = `init`.
-pub fn write_cpio(w: &mut impl Write, init: &[u8]) -> io::Result<()> {
-    let entries = [
-        Entry {
-            name: "dev",
-            mode: S_IFDIR | 0o755,
-            rdev: (0, 0),
-            data: &[],
-        },
-        Entry {
-            name: "dev/console",
-            mode: S_IFCHR | 0o600,
-            rdev: (5, 1),
-            data: &[],
-        },
-        Entry {
-            name: "init",
-            mode: S_IFREG | 0o755,
-            rdev: (0, 0),
-            data: init,
-        },
-    ];
-    for (i, e) in entries.iter().enumerate() {
-        write_entry(w, i as u32 + 1, e)?;
+/// Writes a newc archive of `members`, in order (a directory before what it holds), and its
+/// trailer.
+pub fn write_archive(w: &mut impl Write, members: &[Member]) -> io::Result<()> {
+    for (i, e) in members.iter().enumerate() {
+        write_member(w, i as u32 + 1, e)?;
     }
-    write_entry(
+    let trailer = Member {
+        name: "TRAILER!!!",
+        mode: 0,
+        rdev: (0, 0),
+        data: &[],
+    };
+    write_member(w, 0, &trailer)
+}
+
+/// Writes the guest's archive: `/dev`, `/dev/console` and `/init` = `init`.
+pub fn write_cpio(w: &mut impl Write, init: &[u8]) -> io::Result<()> {
+    write_archive(
         w,
-        0,
-        &Entry {
-            name: "TRAILER!!!",
-            mode: 0,
-            rdev: (0, 0),
-            data: &[],
-        },
+        &[
+            Member::dir("dev", 0o755),
+            Member::char_device("dev/console", 0o600, 5, 1),
+            Member::file("init", 0o755, init),
+        ],
     )
 }
 

@@ -61,6 +61,33 @@ pub fn images_dir() -> PathBuf {
     )
 }
 
+/// The engine the full-stack tests use: `$SKIFF_TEST_ENGINE`, default `qemu` (`kvm` inside the
+/// nested test VM and wherever guest code runs natively, see `tests/full-stack-kvm`).
+pub fn test_engine() -> String {
+    std::env::var("SKIFF_TEST_ENGINE").unwrap_or_else(|_| "qemu".into())
+}
+
+/// Processes whose command line mentions `needle`, as `PID: COMMAND LINE`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(format!("{}: {cmd}", name.to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
 /// The command's stdout, as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
