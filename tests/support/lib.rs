@@ -98,16 +98,36 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Asserts the exit code, showing both streams when it differs.
+/// Asserts the exit code, showing both streams when it differs, and the end of the guest's
+/// console log when skiff names one (it may live in a VM that is gone when CI shows the output).
 #[track_caller]
 pub fn assert_code(o: &Output, code: i32) {
-    assert_eq!(
-        o.status.code(),
-        Some(code),
-        "stdout: {}\nstderr: {}",
-        stdout(o),
-        stderr(o)
-    );
+    if o.status.code() != Some(code) {
+        panic!(
+            "exit {:?}, expected {code}\nstdout: {}\nstderr: {}{}",
+            o.status.code(),
+            stdout(o),
+            stderr(o),
+            console_tail(&stderr(o))
+        );
+    }
+}
+
+/// The last lines of the console log named in a skiff error (`console log: PATH)`), if any.
+fn console_tail(err: &str) -> String {
+    let Some(path) = err
+        .split("console log: ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+    else {
+        return String::new();
+    };
+    let Ok(log) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("\nend of {path}:\n{tail}")
 }
 
 /// A skiff error: exit 125 and one line on stderr, `skiff: error: …`, that says `what`.
