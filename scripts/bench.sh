@@ -72,5 +72,6 @@ SKIFF_BIN=$skiff scripts/bench-pull.sh 5
 echo
 echo "== 7. inside the nested test VM (real KVM there): skiff's VMM vs QEMU microvm, skiff run --rm busybox true"
 cargo build --quiet --release -p skiff-tests --bin nested-vm
+# (L1's kernel messages on its console, e.g. its KVM's about the qemu engine's guests, dropped)
 target/release/nested-vm -- scripts/bench-nested.sh "$n" "$skiff" "$image" |
-    grep -v '^nested-vm: L1: up'
+    grep -v -e '^nested-vm: L1: up' -e '^\[ *[0-9.]*\] '
