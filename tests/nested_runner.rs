@@ -1,7 +1,8 @@
 //! The nested test VM's runner (`nested-vm`, tests/nested/) keeps its promises: the command runs
 //! inside L1 at the host's paths with a working /dev/kvm and its exit status comes back (so a
 //! test binary that fails inside L1 fails here), L1's writes never reach the host, a hung L1 is
-//! killed at its deadline with a clear message, and killing the runner with SIGKILL stops L1.
+//! killed at its deadline with a clear message, a frozen L1 (no heartbeat) is told apart from a
+//! hung command (exit 75), and killing the runner with SIGKILL stops L1.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,6 +72,34 @@ fn hung_l1_is_killed_at_its_deadline() {
         stderr(&o)
     );
     assert!(elapsed < Duration::from_secs(40), "took {elapsed:?}");
+    assert_eq!(l1_of(pid), Vec::<String>::new(), "qemu left running");
+}
+
+#[test]
+fn frozen_l1_is_told_apart_and_killed() {
+    // SIGSTOP to L1's heartbeat loop (a child of its init, which ignores the signal itself).
+    let mut c = runner(&[
+        "--heartbeat-limit",
+        "10",
+        "--",
+        "sh",
+        "-c",
+        "pkill -STOP -f '^/bin/busybox sh /init'; sleep 600",
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nested-vm: error: L1 froze: no heartbeat for 10s"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(l1_of(pid), Vec::<String>::new(), "qemu left running");
 }
 

@@ -26,12 +26,12 @@ end() {
     reboot -f
     sleep 60
 }
-# fail MESSAGE: the VM could not run the command; its kernel log's end helps to tell why.
+# fail MESSAGE [STATUS]: the VM could not run the command (status 125, or 75 when L1 itself is
+# at fault and a new boot may do better); its kernel log's end helps to tell why.
 fail() {
-    say "error: $*"
+    say "error: $1"
     dmesg | tail -n 25 | sed 's/^/nested-vm: L1 dmesg| /'
-    echo "$*" > /mnt/run/error
-    end 125
+    end "${2:-125}"
 }
 
 p9=trans=virtio,version=9p2000.L,msize=512000
@@ -70,7 +70,7 @@ mount --bind /mnt/run /newroot/run/nested
 # The checks that make a green run mean something: KVM works and its guests get a stable TSC.
 [ -c /dev/kvm ] || fail "no /dev/kvm: the L1 kernel lacks KVM_AMD or the CPU model lacks SVM"
 if dmesg | grep -qi 'tsc.*unstable\|unstable.*tsc'; then
-    fail "L1 marked its TSC unstable: KVM would never enter a guest (tsc_early_khz is $(sed -n 's/.*tsc_early_khz=\([0-9]*\).*/\1/p' /proc/cmdline))"
+    fail "L1 marked its TSC unstable: KVM would never enter a guest (tsc_early_khz is $(sed -n 's/.*tsc_early_khz=\([0-9]*\).*/\1/p' /proc/cmdline))" 75
 fi
 # (tsc-early until the kernel's delayed refinement registers tsc, a second after boot)
 clock=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)
@@ -80,6 +80,11 @@ tsc | tsc-early) ;;
 esac
 say "up in $(cut -d' ' -f1 /proc/uptime) s: $(grep -c ^processor /proc/cpuinfo) CPUs, $(($(sed -n 's/MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo) / 1024)) MiB, clocksource $clock, /dev/kvm ready"
 
+# A heartbeat on the runner's share: L1's clock and timer interrupts still work. Under QEMU's
+# emulated SVM, L1 was seen (rarely) to lose its timer and freeze for good; the runner notices
+# the heartbeat stop and reports that instead of waiting for its deadline.
+(while :; do date +%s > /mnt/run/heartbeat; sleep 2; done) &
+
 # Through a pipe, so the command's output is not a terminal (no colours, no line discipline).
 set -o pipefail
 chroot /newroot /bin/sh /run/nested/command </dev/null 2>&1 | cat
@@ -88,6 +93,6 @@ status=$?
 if dmesg | grep -qi 'tsc.*unstable\|unstable.*tsc'; then
     say "error: L1 marked its TSC unstable while the command ran: KVM stops entering guests"
     dmesg | grep -i tsc | sed 's/^/nested-vm: L1 dmesg| /'
-    [ "$status" != 0 ] || status=125
+    status=75
 fi
 end "$status"

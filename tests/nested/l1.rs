@@ -4,6 +4,7 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use skiff::initramfs::{write_archive, Member};
@@ -184,6 +185,14 @@ impl Boot {
                 qemu.to_string_lossy()
             )
         })
+    }
+
+    /// How long ago (host time) L1 last wrote its heartbeat; `None` before the first one.
+    pub fn since_heartbeat(&self) -> Option<Duration> {
+        let written = std::fs::metadata(self.dir.join("heartbeat"))
+            .and_then(|m| m.modified())
+            .ok()?;
+        Some(written.elapsed().unwrap_or_default())
     }
 
     /// The command's exit status, when L1 recorded one.

@@ -8,7 +8,8 @@
 //! images are all at their host paths. The command runs in the current directory with
 //! `SKIFF_TEST_ENGINE=kvm`, its output streams to ours, and its exit status is ours. Whatever
 //! happens — the command ends, the deadline passes (exit 124), the runner is killed, even with
-//! SIGKILL — L1 is stopped with it.
+//! SIGKILL — L1 is stopped with it. When L1 itself fails — it froze (its heartbeat stopped) or
+//! its kernel died — the exit is 75 (EX_TEMPFAIL): not the command's failure, worth one retry.
 //!
 //! ```text
 //! nested-vm [--cpus N] [--memory MIB] [--timeout SECS] [--env KEY=VALUE]… -- COMMAND [ARG…]
@@ -21,8 +22,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
+
+/// The exit status when L1 itself failed rather than the command (sysexits' EX_TEMPFAIL).
+const L1_FAILED: u8 = 75;
 
 /// Runs a command inside the nested test VM, where skiff's own VMM has a working /dev/kvm.
 #[derive(Parser, Debug)]
@@ -39,6 +43,10 @@ struct Args {
     /// Seconds before L1 is killed, boot included.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
+    /// Seconds L1 may go without a heartbeat (it writes one every 2 s, its boot included)
+    /// before it counts as frozen.
+    #[arg(long, default_value_t = 60, hide = true)]
+    heartbeat_limit: u64,
     /// The L1 kernel (default: the cached build of `kernel-config/build.sh --l1`).
     #[arg(long, env = "SKIFF_L1_KERNEL")]
     kernel: Option<PathBuf>,
@@ -95,14 +103,31 @@ fn run(args: &Args) -> Result<u8> {
         if let Some(s) = qemu.try_wait().context("cannot wait for qemu")? {
             break s;
         }
-        if started.elapsed() >= deadline {
+        let silent = boot.since_heartbeat().unwrap_or_else(|| started.elapsed());
+        let why = if started.elapsed() >= deadline {
+            Some((
+                124,
+                format!(
+                    "L1 did not finish within {}s: killed it (its output above ends where it hung)",
+                    args.timeout
+                ),
+            ))
+        } else if silent >= Duration::from_secs(args.heartbeat_limit) {
+            Some((
+                L1_FAILED,
+                format!(
+                    "L1 froze: no heartbeat for {}s (its timer stopped under QEMU's emulated SVM): killed it",
+                    silent.as_secs()
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = why {
             let _ = qemu.kill();
             let _ = qemu.wait();
-            eprintln!(
-                "nested-vm: error: L1 did not finish within {}s: killed it (its output above ends where it hung)",
-                args.timeout
-            );
-            return Ok(124);
+            eprintln!("nested-vm: error: {message}");
+            return Ok(code);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -114,8 +139,11 @@ fn run(args: &Args) -> Result<u8> {
             );
             Ok(code)
         }
-        None => bail!(
-            "L1 ended ({qemu_status}) without reporting the command's status: see its console above"
-        ),
+        None => {
+            eprintln!(
+                "nested-vm: error: L1 ended ({qemu_status}) without reporting the command's status: its kernel died, see its console above"
+            );
+            Ok(L1_FAILED)
+        }
     }
 }
