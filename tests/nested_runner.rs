@@ -1,6 +1,7 @@
 //! The nested test VM's runner (`nested-vm`, tests/nested/) keeps its promises: the command runs
 //! inside L1 at the host's paths with a working /dev/kvm and its exit status comes back (so a
-//! test binary that fails inside L1 fails here), L1's writes never reach the host, a hung L1 is
+//! test binary that fails inside L1 fails here) even when it leaves processes behind, L1's writes
+//! never reach the host, a hung L1 is
 //! killed at its deadline with a clear message, a frozen L1 (no heartbeat) is told apart from a
 //! hung command (exit 75), and killing the runner with SIGKILL stops L1.
 
@@ -24,12 +25,13 @@ fn l1_of(runner_pid: u32) -> Vec<String> {
 
 #[test]
 fn command_runs_in_l1_and_its_status_comes_back() {
+    let started = Instant::now();
     let marker = workspace().join("target/nested-vm-write-check");
     let _ = std::fs::remove_file(&marker);
     let script = format!(
         "echo \"cwd=$(pwd)\"; echo \"engine=$SKIFF_TEST_ENGINE\"; echo \"extra=$EXTRA\"; \
          test -c /dev/kvm && echo kvm-ok; test -f Cargo.toml && echo workspace-ok; \
-         touch {m} && test -f {m} && echo wrote-in-l1; exit 7",
+         touch {m} && test -f {m} && echo wrote-in-l1; sleep 600 & exit 7",
         m = marker.display()
     );
     let o = run_with_deadline(
@@ -52,6 +54,12 @@ fn command_runs_in_l1_and_its_status_comes_back() {
     }
     assert!(out.contains("nested-vm: L1: up in "), "{out}");
     assert!(!marker.exists(), "a write inside L1 reached the host");
+    // The `sleep` left behind holding the output did not keep L1 up.
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

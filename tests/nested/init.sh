@@ -85,10 +85,15 @@ say "up in $(cut -d' ' -f1 /proc/uptime) s: $(grep -c ^processor /proc/cpuinfo) 
 # the heartbeat stop and reports that instead of waiting for its deadline.
 (while :; do date +%s > /mnt/run/heartbeat; sleep 2; done) &
 
-# Through a pipe, so the command's output is not a terminal (no colours, no line discipline).
-set -o pipefail
-chroot /newroot /bin/sh /run/nested/command </dev/null 2>&1 | cat
+# Through a FIFO, so the command's output is not a terminal (no colours, no line discipline),
+# and processes the command left behind holding its output cannot keep L1 up once it ended.
+mkfifo /output
+cat /output &
+reader=$!
+chroot /newroot /bin/sh /run/nested/command </dev/null >/output 2>&1
 status=$?
+sleep 0.2
+kill "$reader" 2>/dev/null
 [ "$status" = 0 ] || say "the command exited with $status"
 if dmesg | grep -qi 'tsc.*unstable\|unstable.*tsc'; then
     say "error: L1 marked its TSC unstable while the command ran: KVM stops entering guests"
