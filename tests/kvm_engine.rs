@@ -1,6 +1,7 @@
 //! `--engine kvm` as a user meets it through `skiff run`: the clear one-line errors (exit 125)
 //! for a host without /dev/kvm, without permission on it, or with a kernel skiff's VMM cannot
-//! boot, and the warning when guest code would be emulated.
+//! boot, the warning when guest code would be emulated, and a probe that could not open
+//! /dev/kvm not deciding for the host's other processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -90,6 +91,29 @@ fn no_dev_kvm_is_a_clear_error() {
                   mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
     let o = run(skiff_kvm(&in_private_mounts(script, &[]), &archive()));
     assert_one_line_error(&o, "/dev/kvm does not exist");
+}
+
+#[test]
+fn a_probe_that_could_not_open_dev_kvm_is_not_kept() {
+    // Where /dev/kvm is missing for this process only (a private mount namespace), the probe's
+    // "no KVM guest could run" must not be cached for the host's other processes.
+    let cache = tempfile::tempdir().unwrap();
+    let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"";
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+        .arg(skiff_bin())
+        .arg("info")
+        .env("SKIFF_CACHE", cache.path());
+    let o = run(c);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("kvm: emulated: no KVM guest could run"),
+        "{out}"
+    );
+    let kept: Vec<_> = std::fs::read_dir(cache.path().join("probe"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(kept.is_empty(), "verdict kept: {kept:?}");
 }
 
 #[test]

@@ -17,6 +17,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 stty -F /dev/console -onlcr 2>/dev/null
+# loopback, for what the tests serve to themselves on 127.0.0.1 inside L1
+ip link set lo up
 
 say() { echo "nested-vm: L1: $*"; }
 # end STATUS: records the command's status for the runner and ends the VM.

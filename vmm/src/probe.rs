@@ -35,6 +35,10 @@ pub struct ProbeResult {
     pub native: bool,
     /// Loop iterations per second the guest reached (0 if no guest could run).
     pub iterations_per_sec: f64,
+    /// A guest ran, so the verdict describes this host. `false` when none could (no /dev/kvm
+    /// here, no permission, no memory): that says nothing of the host's CPU, so it must not be
+    /// kept for other processes, which may see /dev/kvm.
+    pub measured: bool,
     /// One line for the user: the measurement, or why no guest could run.
     pub detail: String,
 }
@@ -46,6 +50,7 @@ pub fn guest_code_runs_natively() -> ProbeResult {
         Err(e) => ProbeResult {
             native: false,
             iterations_per_sec: 0.0,
+            measured: false,
             detail: format!("no KVM guest could run: {e}"),
         },
     }
@@ -93,6 +98,7 @@ fn measure() -> Result<ProbeResult, Box<dyn std::error::Error>> {
     Ok(ProbeResult {
         native,
         iterations_per_sec: rate,
+        measured: true,
         detail: format!(
             "guest loop: {counted} of {ITERATIONS} iterations in {:.1} ms of CPU time ({:.0} per second): {}",
             cpu.as_secs_f64() * 1e3,

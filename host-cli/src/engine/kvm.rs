@@ -10,8 +10,8 @@ use vmm::{SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
 use super::{BootConfig, Machine, GUEST_CID};
 
 /// `Ok` when /dev/kvm runs guest code natively; otherwise why not. The probe boots a tiny
-/// guest loop (≈30 ms at most); its verdict is kept for the life of this process and, per boot
-/// of the host, in the cache.
+/// guest loop (≈30 ms of CPU time at most); its verdict is kept for the life of this process
+/// and, when a guest did run, per boot of the host in the cache.
 pub fn probe() -> Result<(), String> {
     static VERDICT: OnceLock<Result<(), String>> = OnceLock::new();
     VERDICT.get_or_init(probe_cached).clone()
@@ -36,7 +36,9 @@ fn probe_cached() -> Result<(), String> {
         r.detail
     );
     let verdict = if r.native { Ok(()) } else { Err(r.detail) };
-    if !boot_id.trim().is_empty() {
+    // Only a guest that ran says something of this host: a process that could not open /dev/kvm
+    // (another mount namespace, another user) must not decide for the others.
+    if r.measured && !boot_id.trim().is_empty() {
         let text = match &verdict {
             Ok(()) => "native\n".to_string(),
             Err(why) => format!("{why}\n"),
