@@ -6,9 +6,9 @@
 # The host's / arrives read-only over virtio-9p (tag `hostroot`) and the runner's directory
 # read-write (tag `run`). The new root is a tmpfs: each of the host's top-level directories is an
 # overlay (the host's files below, L1's writes above, in memory and gone at the end), its symlinks
-# are copied, and /proc, /sys, /dev, /run and /tmp are L1's own (pseudo-filesystems mounted on a
-# 9p view of the host's would not stick). The workspace thus sits at the host's path, as the test
-# binaries built there expect.
+# are copied, and /proc, /sys, /dev and /run are L1's own (pseudo-filesystems mounted on a 9p
+# view of the host's would not stick). The workspace thus sits at the host's path, as the test
+# binaries built there expect, even under /tmp.
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -50,9 +50,12 @@ for entry in /mnt/host/* /mnt/host/.[!.]*; do
     elif [ -d "$entry" ]; then
         mkdir "/newroot/$name"
         case $name in
-        proc | sys | dev | run | tmp) continue ;;
+        proc | sys | dev | run) continue ;;
         esac
         mkdir -p "/mnt/upper/$name/u" "/mnt/upper/$name/w"
+        # an overlay's top directory shows its upper's owner and mode: make them the host's
+        chown "$(stat -c %u:%g "$entry")" "/mnt/upper/$name/u"
+        chmod "$(stat -c %a "$entry")" "/mnt/upper/$name/u"
         mount -t overlay -o "lowerdir=$entry,upperdir=/mnt/upper/$name/u,workdir=/mnt/upper/$name/w" \
             "overlay-$name" "/newroot/$name" || fail "cannot lay an overlay over the host's /$name"
     fi
@@ -64,7 +67,6 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
 ln -sf pts/ptmx /newroot/dev/ptmx
 mount -t tmpfs -o mode=1777 shm /newroot/dev/shm
-mount -t tmpfs -o mode=1777 tmp /newroot/tmp
 mount -t tmpfs -o mode=755 run /newroot/run
 mkdir /newroot/run/nested
 mount --bind /mnt/run /newroot/run/nested

@@ -115,7 +115,7 @@ impl Boot {
         let initramfs = self.write_initramfs()?;
         let qemu = std::env::var_os("SKIFF_QEMU").unwrap_or_else(|| "qemu-system-x86_64".into());
         let cmdline = format!(
-            "console=ttyS0 quiet reboot=t panic=-1 8250.nr_uarts=1 random.trust_cpu=on rdinit=/init tsc_early_khz={}",
+            "console=ttyS0 quiet reboot=t panic=-1 8250.nr_uarts=1 random.trust_cpu=on rdinit=/init tsc=reliable tsc_early_khz={}",
             self.tsc_khz
         );
         let mut cmd = Command::new(&qemu);

@@ -1,6 +1,8 @@
 //! The host's TSC frequency, measured. QEMU's software CPU reads the host's TSC for the guest,
 //! and L1 must be told its rate (`tsc_early_khz`): calibrating it under emulation fails when the
-//! host is busy, L1 then marks its TSC unstable, and its KVM never enters a guest.
+//! host is busy, L1 then marks its TSC unstable, and its KVM never enters a guest. The runner
+//! also passes `tsc=reliable`: L1's clocksource watchdog otherwise compares the TSC with jiffies,
+//! whose ticks a busy host delays, and was seen to mark the TSC unstable a second after boot.
 
 use std::time::{Duration, Instant};
 
