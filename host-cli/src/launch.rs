@@ -70,10 +70,12 @@ pub fn launch(
     let cache = dirs::cache_dir();
     let kernel = assets::kernel(&cache)?;
     let initramfs = initramfs::cached(&assets::guest_init()?, &cache)?;
-    if vm.engine == EngineKind::Kvm && engine::kvm::probe().is_err() {
-        eprintln!(
-            "skiff: warning: guest code is emulated on this host: the kvm engine will be very slow"
-        );
+    if vm.engine == EngineKind::Kvm {
+        if let Err(why) = engine::kvm::probe() {
+            eprintln!(
+                "skiff: warning: guest code is emulated on this host: the kvm engine will be very slow ({why})"
+            );
+        }
     }
 
     let dir = dirs::run_dir().context("cannot create a directory for the VM's sockets")?;

@@ -43,17 +43,43 @@ pub struct ProbeResult {
     pub detail: String,
 }
 
+/// How many times a slow loop is measured again before guest code counts as emulated: a sample
+/// can be unlucky on a loaded host (the vCPU's slices cut short, caches cold after each switch),
+/// an emulating host is slow every time. The best sample counts.
+const SAMPLES: usize = 3;
+
 /// Runs the probe guest; never fails (a host without usable KVM is "not native").
 pub fn guest_code_runs_natively() -> ProbeResult {
-    match measure() {
-        Ok(r) => r,
-        Err(e) => ProbeResult {
-            native: false,
-            iterations_per_sec: 0.0,
-            measured: false,
-            detail: format!("no KVM guest could run: {e}"),
-        },
+    let mut best: Option<ProbeResult> = None;
+    for _ in 0..SAMPLES {
+        let r = match measure() {
+            Ok(r) => r,
+            Err(e) => {
+                return ProbeResult {
+                    native: false,
+                    iterations_per_sec: 0.0,
+                    measured: false,
+                    detail: format!("no KVM guest could run: {e}"),
+                }
+            }
+        };
+        let native = r.native;
+        if best
+            .as_ref()
+            .map_or(true, |b| r.iterations_per_sec > b.iterations_per_sec)
+        {
+            best = Some(r);
+        }
+        if native {
+            break;
+        }
     }
+    best.unwrap_or(ProbeResult {
+        native: false,
+        iterations_per_sec: 0.0,
+        measured: false,
+        detail: "the probe took no sample".into(),
+    })
 }
 
 fn measure() -> Result<ProbeResult, Box<dyn std::error::Error>> {
