@@ -64,10 +64,11 @@ pub fn guest_code_runs_natively() -> ProbeResult {
             }
         };
         let native = r.native;
-        if best
-            .as_ref()
-            .map_or(true, |b| r.iterations_per_sec > b.iterations_per_sec)
-        {
+        let better = match &best {
+            None => true,
+            Some(b) => r.iterations_per_sec > b.iterations_per_sec,
+        };
+        if better {
             best = Some(r);
         }
         if native {
