@@ -247,7 +247,8 @@ fn terminal_size_resize_and_ctrl_c() {
             "sh",
             "-c",
             "tty; stty size; echo ready; read x; stty size; \
-             trap 'echo caught INT' INT; sleep 100; echo after; exit 5",
+             trap 'echo caught INT; echo after; exit 5' INT; echo armed; \
+             while :; do sleep 0.1; done",
         ],
         layers,
     );
@@ -272,8 +273,10 @@ fn terminal_size_resize_and_ctrl_c() {
     bg.signals.resize(50, 132).unwrap();
     stdin_tx.send(b"go\r".to_vec()).unwrap();
     read_until(&bg.out, &mut bg.seen, "50 132\r\n");
-    // Ctrl-C through the terminal: SIGINT to the foreground group kills sleep, the trap runs.
-    thread::sleep(Duration::from_millis(300));
+    // Ctrl-C through the terminal once the trap is set: SIGINT to the foreground group (the
+    // shell and its sleep), the trap runs. (Short sleeps: a signal that came between `echo` and
+    // the fork of one long sleep would have waited for that sleep to end.)
+    read_until(&bg.out, &mut bg.seen, "armed\r\n");
     stdin_tx.send(vec![3]).unwrap();
     read_until(&bg.out, &mut bg.seen, "after\r\n");
     assert!(text(&bg.seen).contains("caught INT"), "{}", text(&bg.seen));
