@@ -84,12 +84,13 @@ fn in_private_mounts<'a>(script: &'a str, then: &[&'a str]) -> Vec<&'a str> {
     p
 }
 
+/// For [`in_private_mounts`]: a /dev that holds only null and urandom.
+const NO_DEV_KVM: &str = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && \
+                          mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
+
 #[test]
 fn no_dev_kvm_is_a_clear_error() {
-    // A private mount namespace whose /dev holds only null and urandom.
-    let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && \
-                  mknod -m 666 /dev/urandom c 1 9 && exec \"$@\"";
-    let o = run(skiff_kvm(&in_private_mounts(script, &[]), &archive()));
+    let o = run(skiff_kvm(&in_private_mounts(NO_DEV_KVM, &[]), &archive()));
     assert_one_line_error(&o, "/dev/kvm does not exist");
 }
 
@@ -98,9 +99,9 @@ fn a_probe_that_could_not_open_dev_kvm_is_not_kept() {
     // Where /dev/kvm is missing for this process only (a private mount namespace), the probe's
     // "no KVM guest could run" must not be cached for the host's other processes.
     let cache = tempfile::tempdir().unwrap();
-    let script = "mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec \"$@\"";
-    let mut c = Command::new("unshare");
-    c.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
+    let prefix = in_private_mounts(NO_DEV_KVM, &[]);
+    let mut c = Command::new(prefix[0]);
+    c.args(&prefix[1..])
         .arg(skiff_bin())
         .arg("info")
         .env("SKIFF_CACHE", cache.path());
