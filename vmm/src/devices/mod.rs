@@ -1,9 +1,12 @@
 //! Emulated devices of skiff's VMM.
+pub(crate) mod chain;
 pub mod cmos;
 pub mod console;
 pub mod i8042;
 pub mod mmio;
 pub mod serial;
+#[cfg(test)]
+pub(crate) mod test_ring;
 pub mod virtio;
 pub mod virtio_vsock;
 pub mod vsock;

@@ -12,10 +12,10 @@ use vm_memory::{
 };
 use vmm_sys_util::epoll::EventSet;
 
-use super::chain::ChainBuffer;
 use super::packet::{Header, Op, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use super::socket::{send_vectored, NoSigPipe};
 use super::txbuf::{Overflow, TxBuf};
+use crate::devices::chain::ChainBuffer;
 
 /// Receive buffer the device advertises to the guest per connection (`buf_alloc`); also the
 /// bound of the host-side buffer kept when the Unix socket would block.

@@ -9,10 +9,10 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 
-use super::chain::{Access, ChainBuffer};
 use super::error::VsockError;
 use super::muxer::Muxer;
 use super::packet::{Header, HDR_LEN};
+use crate::devices::chain::{Access, ChainBuffer};
 
 /// Virtio device type of vsock.
 pub const VIRTIO_ID_VSOCK: u32 = 19;
@@ -143,7 +143,7 @@ impl VsockDevice {
     fn handle_tx_packet<M: GuestMemory>(
         &mut self,
         mem: &M,
-        loaded: Result<(), super::chain::ChainError>,
+        loaded: Result<(), crate::devices::chain::ChainError>,
     ) {
         let mut raw = [0u8; HDR_LEN];
         if let Err(e) = self.chain.read_at(mem, 0, &mut raw) {

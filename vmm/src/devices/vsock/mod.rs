@@ -30,7 +30,6 @@
 //! credit overrun) resets the connection it names (`RST` to the guest, host stream closed);
 //! every descriptor chain goes back to the used ring.
 
-mod chain;
 mod connection;
 mod device;
 mod error;

@@ -15,11 +15,11 @@ use tracing::{debug, info, warn};
 use vm_memory::GuestMemory;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
-use super::chain::ChainBuffer;
 use super::connection::{ConnError, ConnKey, Connection, Lifecycle};
 use super::error::VsockError;
 use super::handshake::{Handshake, Progress};
 use super::packet::{Header, Op, HDR_LEN, HOST_CID, TYPE_STREAM};
+use crate::devices::chain::ChainBuffer;
 
 /// Largest payload accepted in one guest → host packet: Linux never sends more than
 /// `VIRTIO_VSOCK_MAX_PKT_BUF_SIZE` (64 KiB) per packet.
