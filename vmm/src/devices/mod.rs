@@ -4,9 +4,12 @@ pub mod cmos;
 pub mod console;
 pub mod i8042;
 pub mod mmio;
+pub mod net;
 pub mod serial;
+pub(crate) mod socket;
 #[cfg(test)]
 pub(crate) mod test_ring;
 pub mod virtio;
+pub mod virtio_net;
 pub mod virtio_vsock;
 pub mod vsock;

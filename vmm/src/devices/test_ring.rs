@@ -57,22 +57,34 @@ impl Ring {
         (ring, queue)
     }
 
-    /// Writes a chain of descriptors over `segs` and makes it available; returns the head.
+    /// Writes a chain of descriptors over `segs`, all device-writable or all device-readable,
+    /// and makes it available; returns the head.
     pub fn offer(
         &mut self,
         mem: &GuestMemoryMmap,
         segs: &[(GuestAddress, u32)],
         writable: bool,
     ) -> u16 {
-        assert!(self.free.len() >= segs.len(), "descriptor table full");
-        let idx: Vec<u16> = (0..segs.len()).map(|_| self.free.pop().unwrap()).collect();
-        for (i, &(addr, len)) in segs.iter().enumerate() {
+        let descs: Vec<_> = segs.iter().map(|&(a, l)| (a, l, writable)).collect();
+        self.offer_descriptors(mem, &descs)
+    }
+
+    /// Writes a chain of descriptors (address, length, device-writable) and makes it
+    /// available; returns the head.
+    pub fn offer_descriptors(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        descs: &[(GuestAddress, u32, bool)],
+    ) -> u16 {
+        assert!(self.free.len() >= descs.len(), "descriptor table full");
+        let idx: Vec<u16> = (0..descs.len()).map(|_| self.free.pop().unwrap()).collect();
+        for (i, &(addr, len, writable)) in descs.iter().enumerate() {
             let mut flags = if writable {
                 VRING_DESC_F_WRITE as u16
             } else {
                 0
             };
-            let next = if i + 1 < segs.len() {
+            let next = if i + 1 < descs.len() {
                 flags |= VRING_DESC_F_NEXT as u16;
                 idx[i + 1]
             } else {
@@ -86,8 +98,8 @@ impl Ring {
         self.chains.insert(
             head,
             idx.iter()
-                .zip(segs)
-                .map(|(&i, &(a, l))| (i, a, l))
+                .zip(descs)
+                .map(|(&i, &(a, l, _))| (i, a, l))
                 .collect(),
         );
         let slot = 4 + 2 * u64::from(self.avail_idx % QUEUE_SIZE);

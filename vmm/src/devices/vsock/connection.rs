@@ -13,9 +13,9 @@ use vm_memory::{
 use vmm_sys_util::epoll::EventSet;
 
 use super::packet::{Header, Op, HDR_LEN, SHUTDOWN_RCV, SHUTDOWN_SEND};
-use super::socket::{send_vectored, NoSigPipe};
 use super::txbuf::{Overflow, TxBuf};
 use crate::devices::chain::ChainBuffer;
+use crate::devices::socket::{send_vectored, NoSigPipe};
 
 /// Receive buffer the device advertises to the guest per connection (`buf_alloc`); also the
 /// bound of the host-side buffer kept when the Unix socket would block.

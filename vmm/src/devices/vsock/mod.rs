@@ -36,7 +36,6 @@ mod error;
 mod handshake;
 mod muxer;
 mod packet;
-mod socket;
 mod txbuf;
 pub mod vhost_user;
 
