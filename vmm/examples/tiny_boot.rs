@@ -22,6 +22,7 @@ fn boot(kernel: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         cmdline: String::new(),
         serial: SerialOutput::Stdout,
         vsock: None,
+        net: None,
     };
     run_vm(&config, &StopHandle::new())?;
     Ok(())

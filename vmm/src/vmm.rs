@@ -3,10 +3,12 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::boot::{self, BootError, KernelBoot};
 use crate::devices::console::{ConsoleWriter, PanicNote};
+use crate::devices::net::{NetDevice, NetError, StreamBackend};
+use crate::devices::virtio_net::VirtioNet;
 use crate::devices::virtio_vsock::VirtioVsock;
 use crate::devices::vsock::{VsockDevice, VsockError};
 use crate::hypervisor::kvm::KvmHypervisor;
@@ -38,6 +40,17 @@ pub struct VmConfig {
     pub serial: SerialOutput,
     /// The guest's vsock CID and the host Unix socket path of its hybrid-vsock endpoint.
     pub vsock: Option<(u64, PathBuf)>,
+    /// A network card, if the guest gets one.
+    pub net: Option<NetConfig>,
+}
+
+/// The guest's network card: its MAC and MTU, and the Unix stream socket of the host side
+/// (QEMU `-netdev stream` framing, e.g. passt's `--socket`), connected before the guest boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub socket: PathBuf,
+    pub mac: [u8; 6],
+    pub mtu: u16,
 }
 
 /// Errors starting a VM: each variant is one line for the user.
@@ -67,6 +80,8 @@ pub enum VmmError {
     },
     #[error("cannot create the vsock device on {}: {source}", path.display())]
     Vsock { path: PathBuf, source: VsockError },
+    #[error("cannot create the network device on {}: {source}", path.display())]
+    Net { path: PathBuf, source: NetError },
     #[error(transparent)]
     Hypervisor(HypervisorError),
     #[error(transparent)]
@@ -125,6 +140,11 @@ fn console(output: &SerialOutput) -> Result<Box<dyn Write + Send>, VmmError> {
     })
 }
 
+fn net_device(socket: &Path, mac: [u8; 6], mtu: u16) -> Result<NetDevice, NetError> {
+    let backend = StreamBackend::connect(socket).map_err(NetError::Connect)?;
+    NetDevice::new(mac, mtu, Box::new(backend))
+}
+
 /// Boots `config.kernel` and runs the guest until it ends or `stop` is used.
 ///
 /// A guest reset is the normal end. A kernel panic seen on the console, a guest-reported
@@ -153,6 +173,15 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
             source,
         })?;
         let entry = machine.add_virtio(Box::new(VirtioVsock::new(device)))?;
+        cmdline.push(' ');
+        cmdline.push_str(&entry);
+    }
+    if let Some(net) = &config.net {
+        let device = net_device(&net.socket, net.mac, net.mtu).map_err(|source| VmmError::Net {
+            path: net.socket.clone(),
+            source,
+        })?;
+        let entry = machine.add_virtio(Box::new(VirtioNet::new(device)))?;
         cmdline.push(' ');
         cmdline.push_str(&entry);
     }

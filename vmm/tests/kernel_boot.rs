@@ -54,6 +54,7 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
         cmdline: cmdline.clone(),
         serial: SerialOutput::File(log.clone()),
         vsock: Some((3, dir.path().join("vsock.sock"))),
+        net: None,
     };
     let stop = StopHandle::new();
     let vm = {

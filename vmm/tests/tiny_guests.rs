@@ -315,6 +315,7 @@ fn config(kernel: std::path::PathBuf, serial: SerialOutput) -> VmConfig {
         cmdline: "console=ttyS0".into(),
         serial,
         vsock: None,
+        net: None,
     }
 }
 

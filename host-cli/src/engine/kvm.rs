@@ -68,6 +68,7 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         cmdline: boot.cmdline.clone(),
         serial: SerialOutput::File(boot.console_log.clone()),
         vsock: Some((GUEST_CID, boot.vsock_uds.clone())),
+        net: None,
     };
     let stop = StopHandle::new();
     let (tx, done) = mpsc::channel();
