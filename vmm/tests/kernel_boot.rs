@@ -1,7 +1,8 @@
 //! The real guest kernel from `kernel-config/` booted by skiff's VMM on KVM: within a bounded
 //! time the console log shows the Linux banner, the exact command line skiff passed (with its
-//! `virtio_mmio.device=` entry for the vsock device), and the e820 map of the requested memory
-//! size; then the test stops the VM.
+//! `virtio_mmio.device=` entries for the vsock and the network device), and the e820 map of the
+//! requested memory size; then the test stops the VM and checks that the network device had
+//! connected to its backend socket.
 //!
 //! The kernel comes from `SKIFF_KERNEL`, else from `kernel-config/build.sh` (which builds it if
 //! it is not cached). Guest code is emulated on some hosts, hence the generous bound.
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use skiff_vmm::{run_vm, SerialOutput, StopHandle, VmConfig, VmExit};
+use skiff_vmm::{run_vm, NetConfig, SerialOutput, StopHandle, VmConfig, VmExit};
 
 const BOUND: Duration = Duration::from_secs(60);
 const MEMORY_MIB: u64 = 256;
@@ -46,6 +47,8 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
     let log = dir.path().join("console.log");
     let nonce = std::process::id();
     let cmdline = format!("console=ttyS0 earlyprintk=serial reboot=k panic=-1 skiff.check={nonce}");
+    let net_socket = dir.path().join("net.sock");
+    let net_peer = std::os::unix::net::UnixListener::bind(&net_socket).unwrap();
     let config = VmConfig {
         vcpus: 2,
         memory_mib: MEMORY_MIB,
@@ -54,7 +57,11 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
         cmdline: cmdline.clone(),
         serial: SerialOutput::File(log.clone()),
         vsock: Some((3, dir.path().join("vsock.sock"))),
-        net: None,
+        net: Some(NetConfig {
+            socket: net_socket.clone(),
+            mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
+            mtu: 65520,
+        }),
     };
     let stop = StopHandle::new();
     let vm = {
@@ -68,8 +75,11 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
     );
     let wanted = [
         "Linux version ".to_string(),
-        // skiff announces the vsock device after the caller's command line.
-        format!("Kernel command line: {cmdline} virtio_mmio.device=4K@0xd0000000:5"),
+        // skiff announces its devices after the caller's command line: vsock, then net.
+        format!(
+            "Kernel command line: {cmdline} virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6"
+        ),
         "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable".to_string(),
         last_usable,
     ];
@@ -95,5 +105,10 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
         "after {elapsed:?} the console log lacks {missing:?}; VM ended with {exit:?}; log:\n{text}"
     );
     assert_eq!(exit.unwrap(), VmExit::Stopped, "log:\n{text}");
+    net_peer.set_nonblocking(true).unwrap();
+    assert!(
+        net_peer.accept().is_ok(),
+        "the network device never connected to its socket"
+    );
     eprintln!("kernel reached the checks in {elapsed:?}");
 }
