@@ -308,13 +308,12 @@ fn interactive_terminal_through_tmux() {
     std::fs::write(
         &script,
         format!(
-            "SKIFF_ROOT={} SKIFF_ENGINE={} {} run -it {} sh; echo \"skiff-exit=$?\" > {}; stty -a > {}.stty; sleep 100\n",
+            "SKIFF_ROOT={} SKIFF_ENGINE={} {} run -it {} sh; echo \"skiff-exit=$?\" > {m}.part; stty -a >> {m}.part; mv {m}.part {m}; sleep 100\n",
             root.0.path().display(),
             test_engine(),
             skiff_bin().display(),
             busybox(),
-            marker.display(),
-            marker.display()
+            m = marker.display()
         ),
     )
     .unwrap();
@@ -371,13 +370,11 @@ fn interactive_terminal_through_tmux() {
         assert!(Instant::now() < deadline, "skiff did not end");
         std::thread::sleep(Duration::from_millis(100));
     }
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        std::fs::read_to_string(&marker).unwrap().trim(),
-        "skiff-exit=5"
-    );
+    // The marker is renamed into place whole: skiff's status, then the terminal's settings.
+    let after = std::fs::read_to_string(&marker).unwrap();
+    let (status, stty) = after.split_once('\n').unwrap_or((&after, ""));
+    assert_eq!(status, "skiff-exit=5");
     // The terminal is sane again: canonical mode and echo are back on.
-    let stty = std::fs::read_to_string(format!("{}.stty", marker.display())).unwrap();
     assert!(
         stty.contains(" icanon") && stty.contains(" echo "),
         "{stty}"

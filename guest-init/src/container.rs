@@ -27,6 +27,7 @@ use nix::unistd::{self, Gid, Pid, Uid};
 use protocol::{ExecSpec, FailureKind, RunSpec, TermSize};
 
 use crate::error::{Context, Error, Result};
+use crate::etc_files;
 use crate::{terminal, user};
 
 /// PATH used to find the command when the spec's environment has none (docker's default).
@@ -242,6 +243,7 @@ fn report(fd: RawFd, error: &Error) {
 fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infallible> {
     enter_root(root)?;
     mount_specials()?;
+    etc_files::write(&spec.etc_files)?;
     if !spec.hostname.is_empty() {
         unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
     }

@@ -10,9 +10,12 @@
 
 mod container;
 mod error;
+mod etc_files;
 mod layer;
 mod log;
 mod native;
+mod network;
+mod publish;
 mod reaper;
 mod session;
 mod stdin;

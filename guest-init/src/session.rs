@@ -107,14 +107,9 @@ fn greet(conn: File) -> Result<(File, Writer)> {
 /// `Failed` and end the session normally; an error is returned only when the session itself
 /// broke.
 ///
-/// `set_clock`: guest-init owns the clock (in a VM, which has none of its own), so the host's
-/// time in the spec becomes the wall clock.
-pub fn serve(
-    conn: File,
-    root: &Path,
-    exec_listener: Option<OwnedFd>,
-    set_clock: bool,
-) -> Result<()> {
+/// `owns_vm`: guest-init is PID 1 of a VM, so the host's time in the spec becomes the wall
+/// clock (the VM has none of its own) and the spec's network is configured.
+pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>, owns_vm: bool) -> Result<()> {
     let (mut reader, writer) = greet(conn)?;
     let spec = match read_message(&mut reader)? {
         Some(Message::Run(spec)) => spec,
@@ -129,11 +124,15 @@ pub fn serve(
             ))
         }
     };
-    if set_clock && spec.host_time_ns != 0 {
+    if owns_vm && spec.host_time_ns != 0 {
         set_wall_clock(spec.host_time_ns);
     }
     let reaper = Arc::new(Reaper::default());
-    match start(&spec, root, &mut reader, &reaper) {
+    let network = || match owns_vm {
+        true => crate::network::configure(spec.network.as_ref()),
+        false => Ok(()),
+    };
+    match network().and_then(|()| start(&spec, root, &mut reader, &reaper)) {
         Ok(container) => {
             send(&writer, &Message::Started)?;
             let sessions = Arc::new(ExecSessions::default());

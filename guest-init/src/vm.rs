@@ -4,7 +4,7 @@
 //! is the switch_root dance: mount a tmpfs, move it over `/` and chroot into it (the running
 //! binary stays mapped; its initramfs copy is unlinked to give the memory back). Then the
 //! usual mounts, the console as stdio, the vsock session to the host (CID 2,
-//! `protocol::SESSION_PORT`), and finally sync + reboot, which the VMM turns into its exit.
+//! `protocol::SESSION_PORT`), listeners for exec sessions and published ports, and finally sync + reboot, which the VMM turns into its exit.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -42,7 +42,8 @@ pub fn run() -> ! {
             boot_us = start.elapsed().as_micros() as u64,
             "connected to the host"
         );
-        let exec = exec_listener()?;
+        let exec = vsock_listener(protocol::EXEC_PORT)?;
+        crate::publish::spawn(vsock_listener(protocol::PUBLISH_PORT)?)?;
         let linger = conn
             .try_clone()
             .ctx(|| "duplicate the session socket".into())?;
@@ -204,9 +205,8 @@ fn vsock_socket() -> Result<OwnedFd> {
     .ctx(|| "create a vsock socket".into())
 }
 
-/// Listens for the host's exec sessions on vsock port `protocol::EXEC_PORT`.
-fn exec_listener() -> Result<OwnedFd> {
-    let port = protocol::EXEC_PORT;
+/// Listens for the host's connections on vsock `port`.
+fn vsock_listener(port: u32) -> Result<OwnedFd> {
     let fd = vsock_socket()?;
     bind(fd.as_raw_fd(), &VsockAddr::new(libc::VMADDR_CID_ANY, port))
         .ctx(|| format!("bind vsock port {port}"))?;

@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new container.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show the guest kernel, guest-init and which engines this host can use.
     Info,
     /// Pull an image from a registry into the store.
@@ -107,6 +107,8 @@ pub struct RunArgs {
     pub pull: crate::commands::pull::PullPolicy,
     #[command(flatten)]
     pub registry: crate::commands::pull::RegistryArgs,
+    #[command(flatten)]
+    pub network: crate::network::NetworkArgs,
     /// The image: NAME[:TAG], NAME@sha256:DIGEST, an image ID, oci:DIR[:TAG] or
     /// oci-archive:FILE[:TAG].
     pub image: String,

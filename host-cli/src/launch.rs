@@ -13,7 +13,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use protocol::RunSpec;
 
 use crate::cli::EngineKind;
-use crate::engine::{self, BootConfig, Machine};
+use crate::engine::{self, BootConfig, Machine, NetAttachment};
+use crate::network::passt::Passt;
+use crate::network::relay::{self, Relay};
+use crate::network::PortMapping;
 use crate::session::{Outcome, Session, SessionError, SessionIo, SignalSender};
 use crate::{assets, console, dirs, initramfs};
 
@@ -24,7 +27,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const POWEROFF_GRACE: Duration = Duration::from_secs(5);
 
 /// The VM to boot.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct VmConfig {
     /// Resolved: never `Auto`.
     pub engine: EngineKind,
@@ -32,6 +35,10 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Copy the guest's console to stderr, and boot without `quiet`.
     pub debug: bool,
+    /// The MAC address of the VM's network device; `None`: no network device.
+    pub net_mac: Option<[u8; 6]>,
+    /// Ports relayed to the container.
+    pub publish: Vec<PortMapping>,
 }
 
 /// Where the container's stdio goes.
@@ -87,6 +94,12 @@ pub fn launch(
     ));
     let listener = UnixListener::bind(&session_sock)
         .with_context(|| format!("cannot listen on {}", session_sock.display()))?;
+    let ports = relay::bind(&vm.publish)?;
+    let mut passt = vm.net_mac.map(|_| Passt::start(dir.path())).transpose()?;
+    let network = match (vm.net_mac, passt.as_mut().and_then(Passt::take_vm_end)) {
+        (Some(mac), Some(socket)) => Some(NetAttachment { mac, socket }),
+        _ => None,
+    };
     let boot = BootConfig {
         kernel,
         initramfs,
@@ -95,6 +108,7 @@ pub fn launch(
         memory_mib: vm.memory_mib,
         vsock_uds,
         console_log: dir.path().join("console.log"),
+        network,
     };
     let console = vm
         .debug
@@ -102,9 +116,20 @@ pub fn launch(
     let mut machine = engine::start(vm.engine, &boot)?;
     tracing::debug!(elapsed = ?started.elapsed(), engine = ?vm.engine, "VM process launched");
 
-    let result = watcher
-        .vm_started(dir.path())
-        .and_then(|()| drive(&listener, machine.as_mut(), spec, layers, attach, watcher));
+    let result = Relay::start(ports, dir.path()).and_then(|relay| {
+        watcher.vm_started(dir.path())?;
+        let r = drive(
+            &listener,
+            machine.as_mut(),
+            &mut passt,
+            spec,
+            layers,
+            attach,
+            watcher,
+        );
+        drop(relay);
+        r
+    });
     // A VM whose container ended powers off by itself; after an error there is nothing to wait for.
     let grace = if result.is_ok() {
         POWEROFF_GRACE
@@ -112,6 +137,7 @@ pub fn launch(
         Duration::ZERO
     };
     let ended = machine.shutdown(grace);
+    drop(passt);
     if let Some(c) = console {
         c.stop();
     }
@@ -144,6 +170,7 @@ enum Event {
 fn drive(
     listener: &UnixListener,
     vm: &mut dyn Machine,
+    passt: &mut Option<Passt>,
     spec: RunSpec,
     layers: Vec<PathBuf>,
     attach: Attach,
@@ -211,6 +238,12 @@ fn drive(
         }
         if vm_gone.is_none() {
             vm_gone = vm.poll_exit()?.map(|how| (how, Instant::now()));
+        }
+        // The network backend died under a running container: it goes on without a network.
+        if let Some(why) = passt.as_mut().and_then(Passt::poll_gone) {
+            if vm_gone.is_none() {
+                eprintln!("skiff: the container lost its network: {why}");
+            }
         }
         // The VM is gone: give the session a moment to drain what already arrived, then cut it.
         if let Some((_, at)) = &vm_gone {

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod info;
 pub mod initramfs;
 pub mod launch;
+pub mod network;
 pub mod run;
 pub mod session;
 pub mod terminal;

@@ -18,7 +18,7 @@ fn main() {
     };
     init_logging(cli.debug);
     let result = match cli.command {
-        Command::Run(args) => skiff::run::run(args, cli.debug),
+        Command::Run(args) => skiff::run::run(*args, cli.debug),
         Command::Info => skiff::info::info(),
         Command::Pull(args) => skiff::commands::pull::pull(args),
         Command::Login(args) => skiff::commands::login::login(args),

@@ -19,6 +19,9 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     if args.detach && args.interactive {
         bail!("-i with -d needs attach, which skiff does not have yet");
     }
+    let network = args.network.config().map_err(anyhow::Error::msg)?;
+    // A host port in use fails here, before anything is created (the VM binds it for real).
+    drop(crate::network::relay::bind(&network.publish)?);
     let image = crate::commands::pull::resolve_for_run(&args.image, args.pull, &args.registry)?;
     let id = state::random_id();
     let hostname = args
@@ -26,6 +29,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         .clone()
         .unwrap_or_else(|| short_id(&id).to_string());
     let process = image::merge(&image.config, &overrides(&args, &hostname))?;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let (net_spec, etc_files) = crate::network::guest_setup(&network, &id, &hostname, &resolv);
     let spec = RunSpec {
         argv: process.argv,
         env: process.env,
@@ -45,6 +50,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
             })
             .collect(),
         host_time_ns: 0,
+        network: net_spec,
+        etc_files,
     };
     let store_manifest =
         (!crate::commands::pull::is_image_path(&args.image)).then(|| image.manifest_digest.clone());
@@ -61,6 +68,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         auto_remove: args.rm,
         debug,
         store_manifest,
+        network: network.clone(),
     };
     if args.detach {
         let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;

@@ -337,6 +337,8 @@ mod tests {
                     size: 12,
                 }],
                 host_time_ns: 1_700_000_000_000_000_000,
+                network: None,
+                etc_files: vec![],
             }),
             Message::LayerData(vec![1, 2, 3]),
             Message::LayerEnd,

@@ -28,17 +28,29 @@
 //! once per `skiff exec`. The guest sends `Hello`, the host answers [`Message::Exec`], the guest
 //! answers `Started` or `Failed`, then stdio (stdin under credit), signals, resizes and `Exit`
 //! flow as above.
+//!
+//! Published ports (version 4): guest-init also listens on vsock port [`PUBLISH_PORT`]. For each
+//! connection to a published host port, the host connects there and sends a 3-byte header: the
+//! transport (0 TCP, 1 UDP) and the container port (`u16` big-endian). guest-init answers one
+//! byte, 0 when it reached the container's port on `127.0.0.1`, 1 when nothing listens there
+//! (the host then closes its client's connection). TCP bytes then flow unchanged both ways; UDP
+//! datagrams travel each as a `u16` big-endian length and the payload.
 
 mod frame;
 mod spec;
 
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
-pub use spec::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
+pub use spec::{
+    EtcFile, ExecSpec, ExitStatus, FailureKind, LayerSpec, NetworkSpec, RelayHeader, RunSpec,
+    TermSize, Transport,
+};
 
 /// Protocol version; the host refuses a guest that speaks another one.
 /// 2: exec sessions on [`EXEC_PORT`], terminal sizes in the specs.
 /// 3: stdin flow control by [`Message::StdinCredit`].
-pub const VERSION: u32 = 3;
+/// 4: the network, `/etc` files and published ports in the run spec; the relay on
+/// [`PUBLISH_PORT`].
+pub const VERSION: u32 = 4;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
 pub const MAX_FRAME: usize = MAX_CHUNK + 64;
@@ -53,3 +65,6 @@ pub const SESSION_PORT: u32 = 1024;
 
 /// The guest-side vsock port guest-init listens on for exec sessions while the container runs.
 pub const EXEC_PORT: u32 = 1025;
+
+/// The guest-side vsock port guest-init listens on for relayed connections to published ports.
+pub const PUBLISH_PORT: u32 = 1026;

@@ -29,6 +29,88 @@ pub struct RunSpec {
     /// unknown). A guest without a clock of its own starts from it.
     #[serde(default)]
     pub host_time_ns: u64,
+    /// The guest's network interface, configured before the container starts; `None`: the VM
+    /// has no network device and the container only `lo`.
+    #[serde(default)]
+    pub network: Option<NetworkSpec>,
+    /// Files the host writes into the container's `/etc` (`hosts`, `resolv.conf`,
+    /// `hostname`), over the image's, as docker does.
+    #[serde(default)]
+    pub etc_files: Vec<EtcFile>,
+}
+
+/// The guest's `eth0`: a static address and a default route (no DHCP client in the guest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// The interface's MAC address.
+    pub mac: [u8; 6],
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length of `address`'s subnet.
+    pub prefix_len: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// One file of the container's `/etc`, written by guest-init before the container starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcFile {
+    /// A plain file name inside `/etc` (no `/`).
+    pub name: String,
+    pub contents: String,
+}
+
+/// A transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    /// `tcp` or `udp`, as docker writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+/// What the host sends first on a relayed connection to [`crate::PUBLISH_PORT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayHeader {
+    pub transport: Transport,
+    /// The container's port.
+    pub port: u16,
+}
+
+impl RelayHeader {
+    pub const LEN: usize = 3;
+    /// guest-init's answer when it reached the container's port.
+    pub const REACHED: u8 = 0;
+    /// guest-init's answer when nothing listens on the container's port.
+    pub const REFUSED: u8 = 1;
+
+    pub fn encode(self) -> [u8; Self::LEN] {
+        let [hi, lo] = self.port.to_be_bytes();
+        let t = match self.transport {
+            Transport::Tcp => 0,
+            Transport::Udp => 1,
+        };
+        [t, hi, lo]
+    }
+
+    pub fn decode(b: [u8; Self::LEN]) -> Option<RelayHeader> {
+        let transport = match b[0] {
+            0 => Transport::Tcp,
+            1 => Transport::Udp,
+            _ => return None,
+        };
+        Some(RelayHeader {
+            transport,
+            port: u16::from_be_bytes([b[1], b[2]]),
+        })
+    }
 }
 
 /// A second process to run inside the running container (`skiff exec`): it joins the
@@ -157,5 +239,22 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<ExitStatus>(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn relay_headers_round_trip_and_bad_transports_are_refused() {
+        for h in [
+            RelayHeader {
+                transport: Transport::Tcp,
+                port: 80,
+            },
+            RelayHeader {
+                transport: Transport::Udp,
+                port: 65535,
+            },
+        ] {
+            assert_eq!(RelayHeader::decode(h.encode()), Some(h));
+        }
+        assert_eq!(RelayHeader::decode([2, 0, 80]), None);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::boot::{self, BootError, KernelBoot};
 use crate::devices::console::{ConsoleWriter, PanicNote};
@@ -44,11 +46,12 @@ pub struct VmConfig {
     pub net: Option<NetConfig>,
 }
 
-/// The guest's network card: its MAC and MTU, and the Unix stream socket of the host side
-/// (QEMU `-netdev stream` framing, e.g. passt's `--socket`), connected before the guest boots.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The guest's network card: its MAC and MTU, and the connected Unix stream socket of the host
+/// side (QEMU `-netdev stream` framing, e.g. one end of a socket pair whose other end is passt's
+/// `--fd`).
+#[derive(Debug, Clone)]
 pub struct NetConfig {
-    pub socket: PathBuf,
+    pub socket: Arc<UnixStream>,
     pub mac: [u8; 6],
     pub mtu: u16,
 }
@@ -80,8 +83,8 @@ pub enum VmmError {
     },
     #[error("cannot create the vsock device on {}: {source}", path.display())]
     Vsock { path: PathBuf, source: VsockError },
-    #[error("cannot create the network device on {}: {source}", path.display())]
-    Net { path: PathBuf, source: NetError },
+    #[error("cannot create the network device: {0}")]
+    Net(NetError),
     #[error(transparent)]
     Hypervisor(HypervisorError),
     #[error(transparent)]
@@ -140,8 +143,9 @@ fn console(output: &SerialOutput) -> Result<Box<dyn Write + Send>, VmmError> {
     })
 }
 
-fn net_device(socket: &Path, mac: [u8; 6], mtu: u16) -> Result<NetDevice, NetError> {
-    let backend = StreamBackend::connect(socket).map_err(NetError::Connect)?;
+fn net_device(socket: &UnixStream, mac: [u8; 6], mtu: u16) -> Result<NetDevice, NetError> {
+    let stream = socket.try_clone().map_err(NetError::Socket)?;
+    let backend = StreamBackend::from_stream(stream).map_err(NetError::Socket)?;
     NetDevice::new(mac, mtu, Box::new(backend))
 }
 
@@ -177,10 +181,7 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
         cmdline.push_str(&entry);
     }
     if let Some(net) = &config.net {
-        let device = net_device(&net.socket, net.mac, net.mtu).map_err(|source| VmmError::Net {
-            path: net.socket.clone(),
-            source,
-        })?;
+        let device = net_device(&net.socket, net.mac, net.mtu).map_err(VmmError::Net)?;
         let entry = machine.add_virtio(Box::new(VirtioNet::new(device)))?;
         cmdline.push(' ');
         cmdline.push_str(&entry);

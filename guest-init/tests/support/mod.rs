@@ -190,6 +190,8 @@ pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
         stdin: false,
         layers,
         host_time_ns: 0,
+        network: None,
+        etc_files: vec![],
     }
 }
 

@@ -203,6 +203,12 @@ pub fn supervise(
         cpus: c.config.cpus,
         memory_mib: c.config.memory_mib,
         debug: c.config.debug,
+        net_mac: c
+            .config
+            .network
+            .has_device()
+            .then(|| c.config.network.mac_for(&c.config.id)),
+        publish: c.config.network.publish.clone(),
     };
     let mut watcher = Supervisor {
         c,

@@ -48,6 +48,8 @@ pub struct Config {
     /// The manifest of a store image, which the container keeps in use (pinned) for its life.
     #[serde(default)]
     pub store_manifest: Option<String>,
+    #[serde(default)]
+    pub network: crate::network::NetworkConfig,
 }
 
 /// Where a container is in its life.
@@ -417,6 +419,8 @@ mod tests {
                 stdin: false,
                 layers: vec![],
                 host_time_ns: 0,
+                network: None,
+                etc_files: vec![],
             },
             layer_paths: vec![],
             engine: EngineKind::Qemu,
@@ -425,6 +429,7 @@ mod tests {
             auto_remove: false,
             debug: false,
             store_manifest: None,
+            network: Default::default(),
         }
     }
 

@@ -1,11 +1,14 @@
 //! The kvm engine: skiff's own VMM (the `vmm` crate) running the guest on threads of this
 //! process, and the probe that tells whether guest code runs natively on this host.
 
-use std::sync::{mpsc, OnceLock};
+use std::os::unix::net::UnixStream;
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use vmm::{SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
+use vmm::{NetConfig, SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
+
+use crate::network::MTU;
 
 use super::{BootConfig, Machine, GUEST_CID};
 
@@ -60,6 +63,18 @@ pub struct KvmMachine {
 /// Boots the guest with skiff's own VMM. Configuration errors (no /dev/kvm, a bad kernel,
 /// too little memory) are reported here, before any guest runs.
 pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
+    let net = match &boot.network {
+        Some(n) => Some(NetConfig {
+            socket: Arc::new(UnixStream::from(
+                n.socket
+                    .try_clone()
+                    .context("cannot duplicate the network device's socket")?,
+            )),
+            mac: n.mac,
+            mtu: MTU,
+        }),
+        None => None,
+    };
     let config = VmConfig {
         vcpus: boot.cpus,
         memory_mib: u64::from(boot.memory_mib),
@@ -68,7 +83,7 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         cmdline: boot.cmdline.clone(),
         serial: SerialOutput::File(boot.console_log.clone()),
         vsock: Some((GUEST_CID, boot.vsock_uds.clone())),
-        net: None,
+        net,
     };
     let stop = StopHandle::new();
     let (tx, done) = mpsc::channel();

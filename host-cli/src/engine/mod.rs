@@ -20,8 +20,16 @@ use crate::cli::EngineKind;
 /// The guest's vsock context id (host is 2).
 pub const GUEST_CID: u64 = 3;
 
+/// The VM's network device: its MAC address and the connected stream socket that carries its
+/// frames (4-byte big-endian length + Ethernet frame) to the backend.
+#[derive(Debug)]
+pub struct NetAttachment {
+    pub mac: [u8; 6],
+    pub socket: std::os::fd::OwnedFd,
+}
+
 /// What every engine boots.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BootConfig {
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
@@ -34,6 +42,8 @@ pub struct BootConfig {
     pub vsock_uds: PathBuf,
     /// Where the guest's serial console goes.
     pub console_log: PathBuf,
+    /// The network device, if the VM has one.
+    pub network: Option<NetAttachment>,
 }
 
 /// A running VM.

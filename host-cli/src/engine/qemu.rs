@@ -3,6 +3,7 @@
 //! virtio-vsock device, served over vhost-user from a thread of this process, can reach it.
 
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -45,7 +46,7 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
     } else {
         ("tcg", "max")
     };
-    [
+    let mut args = [
         "-M",
         "microvm,x-option-roms=off,isa-serial=on,rtc=on,acpi=off,memory-backend=mem",
         "-accel",
@@ -82,7 +83,20 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect()
+    .collect::<Vec<_>>();
+    if let Some(net) = &boot.network {
+        let mac = net.mac.map(|b| format!("{b:02x}")).join(":");
+        args.extend([
+            "-netdev".to_string(),
+            format!(
+                "stream,id=net0,server=off,addr.type=fd,addr.str={}",
+                net.socket.as_raw_fd()
+            ),
+            "-device".into(),
+            format!("virtio-net-device,netdev=net0,mac={mac}"),
+        ]);
+    }
+    args
 }
 
 impl Qemu {
@@ -118,10 +132,17 @@ impl Qemu {
         // started it, so a killed skiff (or monitor) leaves no VM behind; a parent that died
         // before the prctl took effect is caught by the parent check.
         let parent = std::process::id();
+        let net_fd = boot.network.as_ref().map(|n| n.socket.as_raw_fd());
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The network device's socket survives the exec (`-netdev …,addr.type=fd`).
+                if let Some(fd) = net_fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if libc::getppid() as u32 != parent {
                     return Err(std::io::Error::other("skiff exited while starting qemu"));
@@ -217,6 +238,7 @@ mod tests {
             memory_mib: 768,
             vsock_uds: "/r/vsock".into(),
             console_log: "/r/console.log".into(),
+            network: None,
         };
         let a = arguments(
             &boot,
@@ -243,5 +265,22 @@ mod tests {
         assert!(arguments(&boot, Path::new("/v"), Path::new("/c"), true)
             .join(" ")
             .contains("-accel kvm -cpu host"));
+        assert!(!a.contains("-netdev"), "{a}");
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = ours.as_raw_fd();
+        let boot = BootConfig {
+            network: Some(super::super::NetAttachment {
+                mac: [2, 0x53, 0, 0, 0, 0x0f],
+                socket: ours.into(),
+            }),
+            ..boot
+        };
+        let a = arguments(&boot, Path::new("/v"), Path::new("/c"), false).join(" ");
+        for want in [
+            format!("-netdev stream,id=net0,server=off,addr.type=fd,addr.str={fd}"),
+            "-device virtio-net-device,netdev=net0,mac=02:53:00:00:00:0f".into(),
+        ] {
+            assert!(a.contains(&want), "{want:?} missing from {a}");
+        }
     }
 }

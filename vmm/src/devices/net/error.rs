@@ -7,8 +7,8 @@ use std::io;
 pub enum NetError {
     #[error("MTU {0} is outside {min} ..= {max}", min = super::MIN_MTU, max = super::MAX_MTU)]
     InvalidMtu(u16),
-    #[error("cannot connect to the network backend: {0}")]
-    Connect(io::Error),
+    #[error("cannot use the network backend's socket: {0}")]
+    Socket(io::Error),
     #[error("network backend polling failed: {0}")]
     Epoll(io::Error),
     #[error("virtqueue {queue} access failed: {source}")]

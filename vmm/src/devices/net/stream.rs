@@ -6,7 +6,6 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 
 use super::backend::{BackendError, FrameBackend, Sent, MAX_FRAME_LEN};
 use super::ratelimit::RateLimited;
@@ -35,11 +34,6 @@ pub struct StreamBackend {
 }
 
 impl StreamBackend {
-    /// Connects to the stream socket at `path` (e.g. passt's `--socket`).
-    pub fn connect(path: &Path) -> io::Result<StreamBackend> {
-        StreamBackend::from_stream(UnixStream::connect(path)?)
-    }
-
     /// Uses an already connected stream (made non-blocking here).
     pub fn from_stream(stream: UnixStream) -> io::Result<StreamBackend> {
         stream.set_nonblocking(true)?;
