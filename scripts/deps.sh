@@ -18,6 +18,8 @@ packages=(
     flex bison bc libelf-dev libssl-dev cpio "$kernel_pin"
     # engines and OCI tools the tests run against
     qemu-system-x86 umoci skopeo crun busybox-static debootstrap docker-registry apache2-utils
+    # the network backend, and the DNS server of the network tests
+    passt dnsmasq-base
     # scripts, tests and the benchmark
     jq zstd tmux hyperfine time bc
 )

@@ -19,6 +19,10 @@ mount -t devtmpfs dev /dev
 stty -F /dev/console -onlcr 2>/dev/null
 # loopback, for what the tests serve to themselves on 127.0.0.1 inside L1
 ip link set lo up
+# an uplink that goes nowhere (a dummy device drops what it is sent), with a default route:
+# passt needs a routable interface to start, and the tests' traffic only goes to 127.0.0.1
+ip link add uplink type dummy && ip addr add 192.0.2.2/24 dev uplink && ip link set uplink up &&
+    ip route add default via 192.0.2.1 || echo "nested-vm: L1: warning: no dummy uplink"
 
 say() { echo "nested-vm: L1: $*"; }
 # end STATUS: records the command's status for the runner and ends the VM.

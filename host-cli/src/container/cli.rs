@@ -23,6 +23,8 @@ pub enum ContainerCommand {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// List a container's published ports.
+    Port(PortArgs),
     /// The monitor of a detached container (started by `run -d`).
     #[command(name = "container-monitor", hide = true)]
     Monitor(MonitorArgs),
@@ -95,6 +97,13 @@ pub struct InspectArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PortArgs {
+    pub container: String,
+    /// Only this container port: PORT or PORT/tcp|udp.
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ExecArgs {
     /// Keep stdin open and send it to the process.
     #[arg(short, long)]
@@ -135,6 +144,7 @@ pub fn dispatch(cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Wait(a) => c::wait(&a),
         ContainerCommand::Inspect(a) => c::inspect(&a),
         ContainerCommand::Exec(a) => super::exec::exec(a),
+        ContainerCommand::Port(a) => c::port(&a),
         ContainerCommand::Monitor(a) => super::monitor::run(&a.dir),
     }
 }

@@ -1,4 +1,4 @@
-//! `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`: read the state directory and talk to
+//! `ps`, `logs`, `stop`, `kill`, `rm`, `wait`, `inspect`, `port`: read the state directory and talk to
 //! the monitors. Every container named is looked up (and checked) before anything changes.
 
 use std::time::Duration;
@@ -7,10 +7,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use super::api::{self, Request};
-use super::cli::{InspectArgs, KillArgs, LogsArgs, PsArgs, RmArgs, StopArgs, WaitArgs};
+use super::cli::{InspectArgs, KillArgs, LogsArgs, PortArgs, PsArgs, RmArgs, StopArgs, WaitArgs};
 use super::logs::{self, LogReader};
 use super::state::{self, short_id, Container, State, Status};
 use super::time;
+use crate::network::PortMapping;
 
 /// How long `rm -f` waits for a killed container's monitor to go.
 const RM_WAIT: Duration = Duration::from_secs(15);
@@ -44,6 +45,21 @@ fn status_text(s: &State) -> String {
 fn since(t: Option<&str>) -> String {
     let ago = t.map(time::ago).unwrap_or_default();
     ago.strip_suffix(" ago").unwrap_or(&ago).to_string()
+}
+
+/// docker's PORTS column: the published ports of a running container.
+fn ports_text(c: &Container, s: &State) -> String {
+    if !running(s) {
+        return String::new();
+    }
+    let ports: Vec<String> = c
+        .config
+        .network
+        .publish
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    ports.join(", ")
 }
 
 fn command_text(c: &Container) -> String {
@@ -82,12 +98,13 @@ pub fn ps(args: &PsArgs) -> Result<i32> {
                 "State": s.status,
                 "ExitCode": s.exit_code,
                 "Names": c.config.name,
+                "Ports": ports_text(c, s),
             });
             println!("{v}");
         }
         return Ok(0);
     }
-    let table: Vec<[String; 6]> = rows
+    let table: Vec<[String; 7]> = rows
         .iter()
         .map(|(c, s)| {
             [
@@ -96,6 +113,7 @@ pub fn ps(args: &PsArgs) -> Result<i32> {
                 command_text(c),
                 time::ago(&c.config.created),
                 status_text(s),
+                ports_text(c, s),
                 c.config.name.clone(),
             ]
         })
@@ -106,6 +124,7 @@ pub fn ps(args: &PsArgs) -> Result<i32> {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ]
     .map(String::from);
@@ -274,6 +293,53 @@ pub fn wait(args: &WaitArgs) -> Result<i32> {
     Ok(0)
 }
 
+/// docker's `{"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}`.
+fn port_bindings(publish: &[PortMapping]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for m in publish {
+        let entry = map
+            .entry(m.container_side())
+            .or_insert_with(|| serde_json::Value::Array(vec![]));
+        if let serde_json::Value::Array(v) = entry {
+            v.push(
+                json!({"HostIp": m.host.ip().to_string(), "HostPort": m.host.port().to_string()}),
+            );
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+/// `skiff port CONTAINER [PORT[/PROTO]]`: docker's `80/tcp -> 127.0.0.1:8080` lines.
+pub fn port(args: &PortArgs) -> Result<i32> {
+    let c = state::find(&state::containers_dir(), &args.container)?;
+    let want = match &args.port {
+        None => None,
+        Some(p) => {
+            let (num, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            let num: u16 = num
+                .parse()
+                .map_err(|_| anyhow!("invalid port {p:?}: use PORT or PORT/tcp|udp"))?;
+            Some((num, proto.to_string()))
+        }
+    };
+    let mut found = false;
+    for m in &c.config.network.publish {
+        if let Some((num, proto)) = &want {
+            if m.container_port != *num || m.transport.name() != proto {
+                continue;
+            }
+            println!("{}", m.host);
+        } else {
+            println!("{} -> {}", m.container_side(), m.host);
+        }
+        found = true;
+    }
+    if let (Some(p), false) = (&args.port, found) {
+        bail!("no public port {p:?} published for {}", c.config.name);
+    }
+    Ok(0)
+}
+
 pub fn inspect(args: &InspectArgs) -> Result<i32> {
     let all = find_all(&args.containers)?;
     let mut out = Vec::new();
@@ -310,6 +376,19 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
                 "Engine": c.config.engine,
                 "Cpus": c.config.cpus,
                 "MemoryMiB": c.config.memory_mib,
+                "NetworkMode": c.config.network.mode,
+                "PortBindings": port_bindings(&c.config.network.publish),
+                "Dns": c.config.network.dns,
+                "DnsSearch": c.config.network.dns_search,
+                "ExtraHosts": c.config.network.extra_hosts.iter()
+                    .map(|h| format!("{}:{}", h.name, h.ip)).collect::<Vec<_>>(),
+            },
+            "NetworkSettings": {
+                "Ports": port_bindings(&c.config.network.publish),
+                "IPAddress": spec.network.as_ref().map(|n| n.address.to_string()).unwrap_or_default(),
+                "Gateway": spec.network.as_ref().map(|n| n.gateway.to_string()).unwrap_or_default(),
+                "MacAddress": spec.network.as_ref()
+                    .map(|n| n.mac.map(|b| format!("{b:02x}")).join(":")).unwrap_or_default(),
             },
             "StateDir": c.dir,
         }));

@@ -13,7 +13,7 @@ pub mod relay;
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use protocol::{EtcFile, NetworkSpec};
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,7 @@ pub const DNS_FORWARDER: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 3);
 pub const MTU: u16 = 65520;
 
 /// Which network a container gets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Outbound TCP/UDP and DNS through the host, as docker's default bridge.
@@ -44,8 +44,8 @@ pub enum NetworkMode {
 #[derive(Debug, Clone, Args)]
 pub struct NetworkArgs {
     /// The container's network: default (outbound through the host) or none (only lo).
-    #[arg(long, value_enum, default_value_t, value_name = "NETWORK")]
-    pub network: NetworkMode,
+    #[arg(long, default_value = "default", value_name = "NETWORK")]
+    pub network: String,
     /// A DNS server for the container (instead of the host's resolvers).
     #[arg(long, value_name = "IP")]
     pub dns: Vec<IpAddr>,
@@ -134,8 +134,17 @@ impl NetworkArgs {
                 return Err(format!("invalid --dns-search {d:?}: use a domain name"));
             }
         }
+        let mode = match self.network.as_str() {
+            "default" | "bridge" => NetworkMode::Default,
+            "none" => NetworkMode::None,
+            other => {
+                return Err(format!(
+                    "unknown network {other:?}: use --network default or --network none"
+                ))
+            }
+        };
         Ok(NetworkConfig {
-            mode: self.network,
+            mode,
             dns: self.dns.clone(),
             dns_search: self.dns_search.clone(),
             extra_hosts,
@@ -324,6 +333,8 @@ mod tests {
             let e = args(&bad).config().unwrap_err();
             assert!(e.contains(bad[1]) && !e.contains('\n'), "{e}");
         }
+        let e = args(&["--network", "host"]).config().unwrap_err();
+        assert!(e.contains("unknown network \"host\""), "{e}");
         for mac in ["02:00:00:00:00", "zz:00:00:00:00:00", "01:00:00:00:00:00"] {
             assert!(parse_mac(mac).is_err(), "{mac}");
         }

@@ -27,7 +27,13 @@ pub struct Passt {
 /// The passt binary: `$SKIFF_PASST`, else `passt` on `PATH`.
 pub fn binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("SKIFF_PASST").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        anyhow::ensure!(
+            p.is_file(),
+            "passt is not at {} (SKIFF_PASST): install it (apt-get install passt) or run with --network none",
+            p.display()
+        );
+        return Ok(p);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
