@@ -129,12 +129,18 @@ fn dns_answers_come_from_the_hosts_resolver_configuration() {
             "--no-resolv",
             "--no-hosts",
             "--address=/skiff-dns.test.example/10.1.2.3",
+            "--pid-file",
         ])
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("dnsmasq (Debian package dnsmasq-base)");
-    let _dnsmasq = Helper(dnsmasq);
+    let mut dnsmasq = Helper(dnsmasq);
     std::thread::sleep(Duration::from_millis(500));
+    if let Ok(Some(status)) = dnsmasq.0.try_wait() {
+        let mut err = String::new();
+        let _ = dnsmasq.0.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("dnsmasq ended ({status}): {err}");
+    }
     let resolv = root.0.path().join("resolv.conf");
     std::fs::write(&resolv, "nameserver 127.0.0.1\nsearch test.example\n").unwrap();
     let mut cmd = Command::new("unshare");
@@ -403,7 +409,7 @@ fn passt_dying_mid_run_is_reported_and_nothing_hangs() {
     let script = format!(
         "wget -q -O /dev/null http://host.docker.internal:{port}/f && echo first-ok; \
          while [ ! -e /tmp/go ]; do sleep 0.2; done; \
-         wget -T 3 -q -O /dev/null http://host.docker.internal:{port}/f || echo network-gone"
+         timeout 5 wget -q -O /dev/null http://host.docker.internal:{port}/f || echo network-gone"
     );
     let mut cmd = root.cmd(&["run", "--name", "netcut", &busybox(), "sh", "-c", &script]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -434,4 +440,113 @@ fn passt_dying_mid_run_is_reported_and_nothing_hangs() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("lost its network: passt ended"), "{err}");
     assert_code(&root.skiff(&["rm", "netcut"]), 0);
+}
+
+/// CPU time (user + system) of process `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(") ").unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    ticks / hz as f64
+}
+
+/// Copies `bytes` from `from` to `to`; returns the seconds it took.
+fn pump(mut from: impl Read, mut to: impl Write, bytes: u64) -> f64 {
+    let t = Instant::now();
+    let n = std::io::copy(&mut from.by_ref().take(bytes), &mut to).unwrap();
+    assert_eq!(n, bytes);
+    t.elapsed().as_secs_f64()
+}
+
+/// The `-p` relay's figures (scripts/bench.sh): the first byte of a published port after
+/// `run -d` returns, and 1 GiB each way through the relay against the host's loopback alone.
+#[test]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+fn bench_published_port() {
+    const GIB: u64 = 1 << 30;
+    let root = Root::new();
+    let (up, down, first) = (free_port(), free_port(), free_port());
+    let t = Instant::now();
+    let id = root.detach(
+        &[
+            "--memory",
+            "256m",
+            "-p",
+            &format!("{up}:81"),
+            "-p",
+            &format!("{down}:82"),
+            "-p",
+            &format!("{first}:80"),
+        ],
+        &[
+            "sh",
+            "-c",
+            "mkdir /w; echo hi > /w/f; httpd -p 80 -h /w; nc -l -p 82 < /dev/zero & exec nc -l -p 81 > /dev/null",
+        ],
+    );
+    let returned = t.elapsed();
+    let t = Instant::now();
+    http_get_when_up(first, "/f");
+    let first_byte = t.elapsed();
+    let monitor = root.state(&id)["monitor_pid"].as_u64().unwrap() as u32;
+
+    let cpu0 = cpu_seconds(monitor);
+    let to_container = {
+        let s = loop {
+            let s = TcpStream::connect(("127.0.0.1", up)).unwrap();
+            // A connection the container does not take yet is closed at once: wait for one.
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut b = [0u8; 1];
+            match (&s).read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break s,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        };
+        pump(std::io::repeat(0), s, GIB)
+    };
+    let from_container = pump(
+        TcpStream::connect(("127.0.0.1", down)).unwrap(),
+        std::io::sink(),
+        GIB,
+    );
+    let relay_cpu = cpu_seconds(monitor) - cpu0;
+
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let sink = std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        pump(c, std::io::sink(), GIB)
+    });
+    let direct = pump(std::io::repeat(0), TcpStream::connect(addr).unwrap(), GIB);
+    let _ = sink.join();
+    assert_code(&root.skiff(&["rm", "-f", &id]), 0);
+    let mib_s = |secs: f64| 1024.0 / secs;
+    println!(
+        "published port: first byte {:.0} ms after run -d returned (run -d itself {:.0} ms)",
+        first_byte.as_secs_f64() * 1e3,
+        returned.as_secs_f64() * 1e3
+    );
+    println!(
+        "1 GiB host→container {:.0} MiB/s, container→host {:.0} MiB/s, host loopback alone {:.0} MiB/s: ratios {:.3} / {:.3}",
+        mib_s(to_container),
+        mib_s(from_container),
+        mib_s(direct),
+        direct / to_container,
+        direct / from_container
+    );
+    println!(
+        "host-side CPU of the container's monitor (relay + vsock device{}) per GiB: {:.2} s",
+        if skiff_tests::test_engine() == "kvm" {
+            " + VMM"
+        } else {
+            ""
+        },
+        relay_cpu / 2.0
+    );
 }

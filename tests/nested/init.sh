@@ -98,7 +98,10 @@ say "up in $(cut -d' ' -f1 /proc/uptime) s: $(grep -c ^processor /proc/cpuinfo) 
 mkfifo /output
 cat /output &
 reader=$!
-chroot /newroot /bin/sh /run/nested/command </dev/null >/output 2>&1
+# The new root is moved over / in a mount namespace of the command's own (what switch_root does),
+# not merely chrooted into: a chrooted process may not create user namespaces, which passt does.
+unshare -m sh -c 'cd /newroot && mount --move . / && exec chroot . /bin/sh /run/nested/command' \
+    </dev/null >/output 2>&1
 status=$?
 sleep 0.2
 kill "$reader" 2>/dev/null
