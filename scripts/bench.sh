@@ -34,6 +34,11 @@ cargo test --quiet --release -p skiff-vmm --lib vsock_throughput -- --ignored --
     grep -v -e '^running' -e '^test result' -e '^$' -e '^test '
 
 echo
+echo "== 2b. virtio-net device model throughput, 1 GiB of frames guest → backend socket, vs a socket pair alone"
+cargo test --quiet --release -p skiff-vmm --lib net_throughput -- --ignored --nocapture 2>&1 |
+    grep -v -e '^running' -e '^test result' -e '^$' -e '^test '
+
+echo
 echo "== 3. guest-init container setup (spec in → exec), natively, vs crun run"
 cargo test --quiet --release -p guest-init --test native -- --ignored bench_container_setup --nocapture 2>&1 |
     grep -e BENCH -e ratio || true
@@ -64,6 +69,11 @@ echo
 echo "== 5. skiff exec true into a running container vs skiff run --rm true; idle memory"
 cargo test --quiet -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_memory -- --nocapture 2>&1 |
     grep -e 'exec true' -e 'idle detached'
+
+echo
+echo "== 5b. published port (-p): first byte after run -d, 1 GiB each way through the relay vs the host's loopback"
+cargo test --quiet -p skiff-tests --test network bench_published_port -- --ignored --nocapture 2>&1 |
+    grep -e 'published port' -e '1 GiB' -e 'per GiB'
 
 echo
 echo "== 6. cold pull of the Debian image from a loopback registry vs skopeo copy"

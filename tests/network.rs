@@ -550,3 +550,45 @@ fn bench_published_port() {
         relay_cpu / 2.0
     );
 }
+
+#[test]
+fn publish_all_publishes_the_images_exposed_ports() {
+    let root = Root::new();
+    // The busybox layout, with `EXPOSE 80/tcp` added by umoci.
+    let layout = root.0.path().join("exposed");
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(images().join("oci/busybox"))
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let umoci = Command::new("umoci")
+        .args(["config", "--config.exposedports", "80/tcp", "--image"])
+        .arg(format!("{}:latest", layout.display()))
+        .output()
+        .expect("umoci");
+    assert!(
+        umoci.status.success(),
+        "{}",
+        String::from_utf8_lossy(&umoci.stderr)
+    );
+    let image = format!("oci:{}:latest", layout.display());
+    let serve = "mkdir -p /www && echo exposed > /www/f && exec httpd -f -p 80 -h /www";
+    let o = run_with_deadline(
+        root.cmd(&["run", "-d", "-P", &image, "sh", "-c", serve]),
+        b"",
+        DEADLINE,
+    )
+    .unwrap();
+    assert_code(&o, 0);
+    let id = stdout(&o).trim().to_string();
+    let ports = stdout(&root.skiff(&["port", &id, "80"]));
+    let addr = ports.trim();
+    let port: u16 = addr
+        .strip_prefix("127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no 127.0.0.1 port for 80/tcp: {ports:?}"));
+    assert!(http_get_when_up(port, "/f").ends_with("\r\n\r\nexposed\n"));
+    assert_code(&root.skiff(&["rm", "-f", &id]), 0);
+}

@@ -19,10 +19,15 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     if args.detach && args.interactive {
         bail!("-i with -d needs attach, which skiff does not have yet");
     }
-    let network = args.network.config().map_err(anyhow::Error::msg)?;
+    let mut network = args.network.config().map_err(anyhow::Error::msg)?;
     // A host port in use fails here, before anything is created (the VM binds it for real).
     drop(crate::network::relay::bind(&network.publish)?);
     let image = crate::commands::pull::resolve_for_run(&args.image, args.pull, &args.registry)?;
+    if args.network.publish_all {
+        network
+            .publish_exposed(&image.config.exposed_ports)
+            .map_err(anyhow::Error::msg)?;
+    }
     let id = state::random_id();
     let hostname = args
         .hostname

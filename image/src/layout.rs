@@ -114,6 +114,11 @@ impl Layout {
                 env: runtime.env.unwrap_or_default(),
                 working_dir: runtime.working_dir.unwrap_or_default(),
                 user: runtime.user.unwrap_or_default(),
+                exposed_ports: runtime
+                    .exposed_ports
+                    .unwrap_or_default()
+                    .into_keys()
+                    .collect(),
             },
             layers,
             _keep: None,

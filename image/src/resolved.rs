@@ -20,6 +20,8 @@ pub struct ImageConfig {
     pub working_dir: String,
     /// `USER[:GROUP]`; empty when the image sets none.
     pub user: String,
+    /// The ports the image declares (`EXPOSE`), as `80/tcp`, sorted.
+    pub exposed_ports: Vec<String>,
 }
 
 /// One layer blob, already checked against its digest and size.

@@ -176,6 +176,9 @@ pub struct RuntimeConfig {
     pub working_dir: Option<String>,
     #[serde(rename = "User", default)]
     pub user: Option<String>,
+    /// `{"80/tcp": {}}`: only the keys matter.
+    #[serde(rename = "ExposedPorts", default)]
+    pub exposed_ports: Option<std::collections::BTreeMap<String, serde::de::IgnoredAny>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

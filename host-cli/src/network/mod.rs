@@ -62,6 +62,9 @@ pub struct NetworkArgs {
     /// 127.0.0.1 only (use 0.0.0.0: to publish on every interface).
     #[arg(short = 'p', long = "publish", value_name = "[IP:]HOSTPORT:PORT")]
     pub publish: Vec<String>,
+    /// Publish every port the image exposes on a free port of the host's 127.0.0.1.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
 }
 
 /// A MAC address.
@@ -155,6 +158,38 @@ impl NetworkArgs {
 }
 
 impl NetworkConfig {
+    /// `-P`: publishes each of the image's `exposed` ports (`80/tcp`) not published already on
+    /// a free port of 127.0.0.1.
+    pub fn publish_exposed(&mut self, exposed: &[String]) -> Result<(), String> {
+        for e in exposed {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let transport = match proto {
+                "tcp" => protocol::Transport::Tcp,
+                "udp" => protocol::Transport::Udp,
+                // docker skips what it cannot publish (sctp) as well
+                _ => continue,
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                return Err(format!("the image exposes an invalid port {e:?}"));
+            };
+            if self
+                .publish
+                .iter()
+                .any(|m| m.container_port == port && m.transport == transport)
+            {
+                continue;
+            }
+            let host = ports::free_loopback_port(transport)
+                .map_err(|err| format!("cannot find a free host port for {e}: {err}"))?;
+            self.publish.push(PortMapping {
+                host,
+                container_port: port,
+                transport,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the VM gets a network device.
     pub fn has_device(&self) -> bool {
         self.mode == NetworkMode::Default
@@ -321,6 +356,25 @@ mod tests {
         assert!(spec.is_none());
         assert!(files.iter().all(|f| f.name != "resolv.conf"));
         assert!(!contents(&files, "hosts").contains("host.docker.internal"));
+    }
+
+    #[test]
+    fn publish_all_adds_the_exposed_ports_not_published_yet() {
+        let mut c = args(&["-P", "-p", "8080:80"]).config().unwrap();
+        c.publish_exposed(&["80/tcp".into(), "53/udp".into(), "9/sctp".into()])
+            .unwrap();
+        assert_eq!(c.publish.len(), 2, "{:?}", c.publish);
+        assert_eq!(c.publish[0].host.port(), 8080);
+        let added = c.publish[1];
+        assert_eq!(
+            (added.container_port, added.transport),
+            (53, protocol::Transport::Udp)
+        );
+        assert!(added.host.ip().is_loopback() && added.host.port() != 0);
+        assert!(c
+            .publish_exposed(&["http/tcp".into()])
+            .unwrap_err()
+            .contains("http/tcp"));
     }
 
     #[test]

@@ -31,6 +31,15 @@ impl std::fmt::Display for PortMapping {
     }
 }
 
+/// A port of 127.0.0.1 free for `transport` now (the kernel picks it).
+pub fn free_loopback_port(transport: Transport) -> std::io::Result<SocketAddr> {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    match transport {
+        Transport::Tcp => std::net::TcpListener::bind(any)?.local_addr(),
+        Transport::Udp => std::net::UdpSocket::bind(any)?.local_addr(),
+    }
+}
+
 /// Parses every `-p` value; the error names the value and the form expected.
 pub fn parse_all(specs: &[String]) -> Result<Vec<PortMapping>, String> {
     let mut all = Vec::new();
