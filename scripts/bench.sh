@@ -72,7 +72,7 @@ cargo test --quiet -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_me
 
 echo
 echo "== 5b. published port (-p): first byte after run -d, 1 GiB each way through the relay vs the host's loopback"
-cargo test --quiet -p skiff-tests --test network bench_published_port -- --ignored --nocapture 2>&1 |
+cargo test --quiet --release -p skiff-tests --test network bench_published_port -- --ignored --nocapture 2>&1 |
     grep -e 'published port' -e '1 GiB' -e 'per GiB'
 
 echo

@@ -19,6 +19,8 @@ use tracing::{debug, warn};
 
 /// Largest UDP payload relayed.
 const MAX_DATAGRAM: usize = 65507;
+/// Buffer of each direction of a relayed TCP connection.
+const COPY_BUF: usize = 256 << 10;
 /// How often a UDP flow's receiver looks whether the host side has gone.
 const UDP_POLL: Duration = Duration::from_millis(500);
 
@@ -83,19 +85,32 @@ fn answer(host: &mut File, code: u8) -> std::io::Result<()> {
     host.write_all(&[code])
 }
 
+/// Copies `from` to `to` until `from` ends, in large pieces: every syscall counts in a guest.
+fn copy(mut from: impl Read, mut to: impl Write) {
+    let mut buf = vec![0u8; COPY_BUF];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Copies both ways until each side has closed its direction.
 fn tcp(host: File, container: TcpStream) {
     let (Ok(host2), Ok(container2)) = (host.try_clone(), container.try_clone()) else {
         return;
     };
     let inbound = thread::spawn(move || {
-        let (mut from, mut to) = (host2, container2);
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(Shutdown::Write);
+        copy(&host2, &container2);
+        let _ = container2.shutdown(Shutdown::Write);
     });
-    let (mut from, mut to) = (container, host);
-    let _ = std::io::copy(&mut from, &mut to);
-    let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+    copy(&container, &host);
+    let _ = nix::sys::socket::shutdown(host.as_raw_fd(), nix::sys::socket::Shutdown::Write);
     let _ = inbound.join();
 }
 

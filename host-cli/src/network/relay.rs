@@ -24,6 +24,9 @@ const MAX_DATAGRAM: usize = 65507;
 const UDP_IDLE: Duration = Duration::from_secs(120);
 /// Most UDP flows at once per published port.
 const MAX_UDP_FLOWS: usize = 256;
+/// Buffer of each direction of a relayed TCP connection: large reads and writes make few
+/// syscalls per gigabyte (tokio's default is 8 KiB).
+const COPY_BUF: usize = 256 << 10;
 /// Longest answer line of the VM's vsock device to `CONNECT`.
 const MAX_REPLY: usize = 64;
 
@@ -149,7 +152,7 @@ async fn serve_tcp(listener: TcpListener, port: u16, vsock: Arc<PathBuf>) {
 async fn relay_tcp(mut client: TcpStream, port: u16, vsock: &Path) -> Result<()> {
     let _ = client.set_nodelay(true);
     let mut guest = open(vsock, Transport::Tcp, port).await?;
-    tokio::io::copy_bidirectional(&mut client, &mut guest)
+    tokio::io::copy_bidirectional_with_sizes(&mut client, &mut guest, COPY_BUF, COPY_BUF)
         .await
         .context("copy")?;
     Ok(())
