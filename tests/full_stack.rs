@@ -346,7 +346,7 @@ fn qemu_not_installed_is_a_skiff_error() {
         return;
     }
     let empty = tempfile::tempdir().unwrap();
-    let mut c = skiff(&[&archive("busybox-latest"), "true"]);
+    let mut c = skiff(&["--network", "none", &archive("busybox-latest"), "true"]);
     c.env("PATH", empty.path());
     let o = run_in(c, b"");
     assert_skiff_error(&o, "qemu-system-x86_64 is not installed");

@@ -598,3 +598,52 @@ fn publish_all_publishes_the_images_exposed_ports() {
     assert!(http_get_when_up(port, "/f").ends_with("\r\n\r\nexposed\n"));
     assert_code(&root.skiff(&["rm", "-f", &id]), 0);
 }
+
+#[test]
+fn passt_goes_with_a_killed_skiff_and_exec_shares_the_network() {
+    let root = Root::new();
+    let (_server, port) = http_server(root.0.path());
+    std::fs::write(root.0.path().join("f"), "from-the-host").unwrap();
+    let mut cmd = root.cmd(&[
+        "run",
+        "--name",
+        "doomed",
+        &busybox(),
+        "sh",
+        "-c",
+        "echo up; sleep 1000",
+    ]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "up\n");
+    // An exec'd process is in the container's network: it reaches the host too.
+    let url = format!("http://host.docker.internal:{port}/f");
+    let o = root.skiff(&["exec", "doomed", "wget", "-q", "-O-", &url]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "from-the-host");
+    let passt = passt_of(child.id()).expect("no passt child of skiff");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{passt}")).exists() {
+        let zombie = std::fs::read_to_string(format!("/proc/{passt}/stat"))
+            .map(|s| s.contains(") Z "))
+            .unwrap_or(true);
+        if zombie {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "passt {passt} outlived the skiff killed with SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
