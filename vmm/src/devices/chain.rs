@@ -70,6 +70,11 @@ impl ChainBuffer {
         Ok(())
     }
 
+    /// Number of guest ranges (non-empty descriptors) of the chain.
+    pub fn segments(&self) -> usize {
+        self.segments.len()
+    }
+
     /// Total number of bytes the chain covers.
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {

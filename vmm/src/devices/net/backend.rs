@@ -1,7 +1,7 @@
 //! The host side of the network device: anything that moves whole Ethernet frames without
 //! blocking and offers one pollable fd ([`FrameBackend`]).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::io::AsRawFd;
 
 /// Largest Ethernet frame (without the virtio header) the device moves in either direction.
@@ -36,8 +36,9 @@ pub enum BackendError {
 /// output left; readiness is level-triggered: each method must be called until it reports
 /// that it would block.
 pub trait FrameBackend: AsRawFd + Send {
-    /// Offers one frame of 1 ..= [`MAX_FRAME_LEN`] bytes.
-    fn send_frame(&mut self, frame: &[u8]) -> Result<Sent, BackendError>;
+    /// Offers one frame of 1 ..= [`MAX_FRAME_LEN`] bytes, gathered from `pieces` in order
+    /// (the device hands over its guest buffers as they are, without copying them first).
+    fn send_frame(&mut self, pieces: &[IoSlice<'_>]) -> Result<Sent, BackendError>;
     /// Copies the next frame into `buf` (at least [`MAX_FRAME_LEN`] bytes) and returns its
     /// length, or `None` when no whole frame has arrived yet.
     fn recv_frame(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError>;

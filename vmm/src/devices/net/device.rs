@@ -1,6 +1,7 @@
 //! The virtio-net device model: feature bits, config space and the processing of the RX and
 //! TX virtqueues against a [`FrameBackend`], independent of the transport that owns the queues.
 
+use std::io::IoSlice;
 use std::os::unix::io::{AsRawFd, RawFd};
 
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -8,8 +9,8 @@ use virtio_bindings::virtio_net::{
     virtio_net_hdr_v1, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
     VIRTIO_NET_S_LINK_UP,
 };
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemory;
+use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use vm_memory::{GuestMemory, Permissions};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::backend::{BackendError, FrameBackend, Sent, MAX_FRAME_LEN};
@@ -72,8 +73,8 @@ struct Link {
 
 /// A virtio-net device moving frames between the guest and a [`FrameBackend`].
 ///
-/// Back-pressure both ways: a TX frame the backend cannot take is kept, and no TX chain is
-/// taken until it went out (the fd is polled for writability meanwhile); a received frame
+/// Back-pressure both ways: a TX frame the backend cannot take stays at the head of the TX
+/// queue, untouched, until the backend is writable (the fd is polled for that meanwhile); a received frame
 /// the guest has no RX buffer for is kept, and the backend is not read until the guest posts
 /// buffers (its RX kick). A backend that fails is dropped: the link goes down, TX chains are
 /// completed without being sent, nothing more is received.
@@ -83,10 +84,11 @@ pub struct NetDevice {
     link: Option<Link>,
     epoll: Epoll,
     chain: ChainBuffer,
-    /// The TX frame being sent: `tx_frame[..tx_len]`, waiting while `tx_pending`.
+    /// Where a TX frame is gathered when its buffers are not plain host memory.
     tx_frame: Box<[u8]>,
-    tx_len: usize,
-    tx_pending: bool,
+    /// The backend could not take the frame at the head of the TX queue: it stays there
+    /// until the backend is writable.
+    tx_blocked: bool,
     /// Output the backend still holds from accepted frames.
     tx_unflushed: bool,
     /// A received frame waiting for an RX buffer: `rx_frame[..len]`.
@@ -121,8 +123,7 @@ impl NetDevice {
             epoll,
             chain: ChainBuffer::default(),
             tx_frame: vec![0; MAX_FRAME_LEN].into_boxed_slice(),
-            tx_len: 0,
-            tx_pending: false,
+            tx_blocked: false,
             tx_unflushed: false,
             rx_frame: vec![0; MAX_FRAME_LEN].into_boxed_slice(),
             rx_pending: None,
@@ -192,7 +193,7 @@ impl NetDevice {
 
     /// Drops the frames in flight (the driver reset the device).
     pub fn reset(&mut self) {
-        self.tx_pending = false;
+        self.tx_blocked = false;
         self.rx_pending = None;
         if let Err(e) = self.update_interest() {
             tracing::warn!("net: {e}");
@@ -219,25 +220,30 @@ impl NetDevice {
     }
 
     /// Sends guest frames from the TX queue until the queue is empty or the backend would
-    /// block. Every chain taken goes back to the used ring. Returns whether it changed.
+    /// block; a frame the backend cannot take stays at the head of the queue (nothing is
+    /// copied to wait). Every chain taken goes back to the used ring. Returns whether it
+    /// changed.
     fn process_tx<M: GuestMemory>(&mut self, mem: &M, tx: &mut Queue) -> Result<bool, NetError> {
-        if !tx.ready() || (self.tx_pending && !self.send_pending()) {
+        if !tx.ready() {
             return Ok(false);
         }
+        self.tx_blocked = false;
         let mut used = false;
         loop {
             tx.disable_notification(mem)
                 .map_err(NetError::queue("tx"))?;
-            while !self.tx_pending {
-                let Some(chain) = tx.pop_descriptor_chain(mem) else {
-                    break;
-                };
+            while let Some(chain) = tx.pop_descriptor_chain(mem) {
                 let head = chain.head_index();
                 let loaded = self.chain.load(chain, Access::Read);
-                match self.read_tx_frame(mem, loaded) {
-                    Ok(()) => {
-                        self.tx_pending = true;
-                        self.send_pending();
+                match loaded
+                    .map_err(TxError::from)
+                    .and_then(|()| self.take_tx_frame(mem))
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tx.go_to_previous_position();
+                        self.tx_blocked = true;
+                        break;
                     }
                     Err(e) => {
                         self.warnings
@@ -248,19 +254,14 @@ impl NetDevice {
                 used = true;
             }
             let more = tx.enable_notification(mem).map_err(NetError::queue("tx"))?;
-            if !more || self.tx_pending {
+            if !more || self.tx_blocked {
                 return Ok(used);
             }
         }
     }
 
-    /// Copies the frame of the loaded TX chain (after its header) into `tx_frame`.
-    fn read_tx_frame<M: GuestMemory>(
-        &mut self,
-        mem: &M,
-        loaded: Result<(), ChainError>,
-    ) -> Result<(), TxError> {
-        loaded?;
+    /// The length of the loaded TX chain's frame (after its header), if it is one.
+    fn tx_frame_len(&self) -> Result<usize, TxError> {
         let len = self.chain.len();
         if len < NET_HDR_LEN {
             return Err(ChainError::TooShort {
@@ -270,14 +271,72 @@ impl NetDevice {
             .into());
         }
         let frame_len = len - NET_HDR_LEN;
-        let frame = self
-            .tx_frame
-            .get_mut(..frame_len)
-            .filter(|f| f.len() >= ETH_HLEN)
-            .ok_or(TxError::FrameLength(frame_len))?;
-        self.chain.read_at(mem, NET_HDR_LEN, frame)?;
-        self.tx_len = frame_len;
-        Ok(())
+        if !(ETH_HLEN..=MAX_FRAME_LEN).contains(&frame_len) {
+            return Err(TxError::FrameLength(frame_len));
+        }
+        Ok(frame_len)
+    }
+
+    /// Sends the loaded TX chain's frame straight from the guest's buffers (gathered into
+    /// `tx_frame` first only when they are not plain host memory); returns whether it is gone
+    /// (sent, or dropped with a dead backend), `false` when the backend would block.
+    fn take_tx_frame<M: GuestMemory>(&mut self, mem: &M) -> Result<bool, TxError> {
+        let frame_len = self.tx_frame_len()?;
+        if let Some(gone) = self.send_from_guest(mem, frame_len) {
+            return Ok(gone);
+        }
+        self.chain
+            .read_at(mem, NET_HDR_LEN, &mut self.tx_frame[..frame_len])?;
+        let Some(link) = &mut self.link else {
+            return Ok(true);
+        };
+        let sent = link
+            .backend
+            .send_frame(&[IoSlice::new(&self.tx_frame[..frame_len])]);
+        Ok(self.gone(sent))
+    }
+
+    /// Whether a frame offered to the backend is gone: sent, or dropped with a backend that
+    /// failed (and is dropped now).
+    fn gone(&mut self, sent: Result<Sent, BackendError>) -> bool {
+        match sent {
+            Ok(Sent::Accepted) => true,
+            Ok(Sent::WouldBlock) => false,
+            Err(e) => {
+                self.fail(e);
+                true
+            }
+        }
+    }
+
+    /// Offers the loaded TX chain's frame to the backend from guest memory itself: whether it
+    /// is gone (see [`NetDevice::gone`]), or `None` when a piece is not plain host memory (the
+    /// caller then copies the frame).
+    fn send_from_guest<M: GuestMemory>(&mut self, mem: &M, frame_len: usize) -> Option<bool> {
+        let Some(link) = &mut self.link else {
+            return Some(true);
+        };
+        let mut slices = Vec::with_capacity(self.chain.segments());
+        for (addr, len) in self.chain.ranges(NET_HDR_LEN, frame_len) {
+            let pieces = mem.get_slices(addr, len, Permissions::Read).ok()?;
+            for piece in pieces {
+                slices.push(piece.ok()?);
+            }
+        }
+        let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
+        let pieces: Vec<IoSlice<'_>> = guards
+            .iter()
+            .zip(&slices)
+            // SAFETY: each pointer and length come from a VolatileSlice of mapped guest
+            // memory, kept mapped by its guard for as long as `pieces` lives. The guest may
+            // change the bytes meanwhile (they are its own frame's); they are only read, by
+            // the kernel, as the socket's data.
+            .map(|(g, s)| IoSlice::new(unsafe { std::slice::from_raw_parts(g.as_ptr(), s.len()) }))
+            .collect();
+        let sent = link.backend.send_frame(&pieces);
+        drop(pieces);
+        drop(guards);
+        Some(self.gone(sent))
     }
 
     /// Lets the backend write out what it holds of accepted frames.
@@ -288,21 +347,6 @@ impl NetDevice {
                 Err(e) => self.fail(e),
             }
         }
-    }
-
-    /// Offers the pending TX frame to the backend; returns whether it is gone (sent, or
-    /// dropped with a dead backend).
-    fn send_pending(&mut self) -> bool {
-        let Some(link) = &mut self.link else {
-            self.tx_pending = false;
-            return true;
-        };
-        match link.backend.send_frame(&self.tx_frame[..self.tx_len]) {
-            Ok(Sent::Accepted) => self.tx_pending = false,
-            Ok(Sent::WouldBlock) => {}
-            Err(e) => self.fail(e),
-        }
-        !self.tx_pending
     }
 
     /// Delivers backend frames into RX buffers until the backend has none or the guest has
@@ -378,7 +422,7 @@ impl NetDevice {
         if self.link.take().is_some() {
             tracing::warn!("net: backend stopped ({e}); the guest's link is down");
         }
-        self.tx_pending = false;
+        self.tx_blocked = false;
         self.tx_unflushed = false;
         self.rx_pending = None;
     }
@@ -393,7 +437,7 @@ impl NetDevice {
         if self.rx_pending.is_none() {
             want |= EventSet::IN;
         }
-        if self.tx_pending || self.tx_unflushed {
+        if self.tx_blocked || self.tx_unflushed {
             want |= EventSet::OUT;
         }
         if want != link.interest {

@@ -3,7 +3,7 @@
 //! the Ethernet frame. Non-blocking both ways; reads are buffered so one `read` can bring many
 //! frames, and a frame the socket took only in part is finished before the next one starts.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -13,6 +13,8 @@ use crate::devices::socket::{send_vectored, NoSigPipe};
 
 /// Bytes of the length prefix.
 const PREFIX_LEN: usize = 4;
+/// Most pieces one `sendmsg` takes (Linux's `IOV_MAX`).
+const MAX_IOV: usize = 1024;
 /// Frames the peer announces up to this many bytes beyond [`MAX_FRAME_LEN`] are read and
 /// dropped (QEMU's own receive buffer has this much room beyond 64 KiB); a longer length, or
 /// 0, means the stream is not in this framing and ends the backend.
@@ -99,46 +101,56 @@ impl StreamBackend {
     }
 }
 
+/// `IoSlice`s as the `iovec`s they are on Unix (the standard library guarantees the layout).
+fn as_iovecs<'a>(slices: &'a [IoSlice<'_>]) -> &'a [libc::iovec] {
+    // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; same length, same lifetime.
+    unsafe { std::slice::from_raw_parts(slices.as_ptr().cast(), slices.len()) }
+}
+
 impl FrameBackend for StreamBackend {
-    fn send_frame(&mut self, frame: &[u8]) -> Result<Sent, BackendError> {
-        let len = u32::try_from(frame.len())
+    fn send_frame(&mut self, pieces: &[IoSlice<'_>]) -> Result<Sent, BackendError> {
+        let total: usize = pieces.iter().map(|p| p.len()).sum();
+        let len = u32::try_from(total)
             .ok()
             .filter(|&l| l > 0 && l as usize <= MAX_FRAME_LEN)
             .ok_or_else(|| {
                 io::Error::new(
                     ErrorKind::InvalidInput,
-                    format!("cannot send a frame of {} bytes", frame.len()),
+                    format!("cannot send a frame of {total} bytes"),
                 )
             })?;
         if !self.flush()? {
             return Ok(Sent::WouldBlock);
         }
         let prefix = len.to_be_bytes();
-        let iov = [
-            libc::iovec {
-                iov_base: prefix.as_ptr() as *mut libc::c_void,
-                iov_len: prefix.len(),
-            },
-            libc::iovec {
-                iov_base: frame.as_ptr() as *mut libc::c_void,
-                iov_len: frame.len(),
-            },
-        ];
-        // SAFETY: both iovecs describe buffers borrowed for the whole call.
-        let written = match unsafe { send_vectored(&self.stream, &iov) } {
+        let mut iov = Vec::with_capacity(pieces.len() + 1);
+        iov.push(IoSlice::new(&prefix));
+        iov.extend(pieces.iter().map(|p| IoSlice::new(p)));
+        if iov.len() > MAX_IOV {
+            // More pieces than one writev takes: send the frame from one buffer.
+            self.write_buf.clear();
+            self.write_pos = 0;
+            for piece in &iov {
+                self.write_buf.extend_from_slice(piece);
+            }
+            self.flush()?;
+            return Ok(Sent::Accepted);
+        }
+        // SAFETY: every iovec describes a buffer borrowed for the whole call.
+        let written = match unsafe { send_vectored(&self.stream, as_iovecs(&iov)) } {
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Sent::WouldBlock),
             Err(e) => return Err(e.into()),
         };
-        if written < PREFIX_LEN + frame.len() {
+        if written < PREFIX_LEN + total {
+            // Keep the unwritten rest; `flush` finishes it before the next frame starts.
             self.write_buf.clear();
             self.write_pos = 0;
-            if written < PREFIX_LEN {
-                self.write_buf.extend_from_slice(&prefix[written..]);
-                self.write_buf.extend_from_slice(frame);
-            } else {
-                self.write_buf
-                    .extend_from_slice(&frame[written - PREFIX_LEN..]);
+            let mut skip = written;
+            for piece in &iov {
+                let start = skip.min(piece.len());
+                skip -= start;
+                self.write_buf.extend_from_slice(&piece[start..]);
             }
         }
         Ok(Sent::Accepted)
@@ -294,7 +306,7 @@ mod tests {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         for i in 0..FRAMES {
             let f = frame(i);
-            while backend.send_frame(&f).unwrap() == Sent::WouldBlock {
+            while backend.send_frame(&[IoSlice::new(&f)]).unwrap() == Sent::WouldBlock {
                 assert!(std::time::Instant::now() < deadline, "stuck at frame {i}");
                 std::thread::yield_now();
             }
