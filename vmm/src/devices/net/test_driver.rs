@@ -63,6 +63,12 @@ pub struct TestGuest {
 impl TestGuest {
     pub fn new() -> TestGuest {
         let (ours, peer) = UnixStream::pair().unwrap();
+        TestGuest::on(ours, peer)
+    }
+
+    /// A guest whose device's backend is `ours`, its peer `peer` (e.g. a pair configured as
+    /// the host CLI configures it).
+    pub fn on(ours: UnixStream, peer: UnixStream) -> TestGuest {
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let backend = StreamBackend::from_stream(ours).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();

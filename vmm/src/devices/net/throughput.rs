@@ -1,7 +1,7 @@
 //! Throughput of the device model: 1 GiB of MTU-sized frames guest → backend through the TX
 //! queue into a Unix socket in the stream framing, against the same bytes from as many
-//! buffers through a Unix socket pair alone, measured in the same run, best of three
-//! alternating rounds. Run with
+//! buffers through a Unix socket pair alone, both pairs with the send buffers skiff's host side
+//! sets, measured in the same run, best of three alternating rounds. Run with
 //! `cargo test --release -p skiff-vmm --lib net_throughput -- --ignored --nocapture`.
 
 use std::io::{Read, Write};
@@ -23,6 +23,26 @@ const SLOTS: usize = 64;
 const HDR_SLOTS: u64 = 0x200_0000;
 const DATA_SLOTS: u64 = 0x210_0000;
 
+/// A socket pair with the send buffers skiff's host side asks for (8 MiB where the system
+/// allows it, as root), for the device and its reference alike.
+fn pair() -> (UnixStream, UnixStream) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let size: libc::c_int = 8 << 20;
+    for s in [&a, &b] {
+        // SAFETY: setsockopt reads an int of the length given; a failure leaves the default.
+        unsafe {
+            libc::setsockopt(
+                std::os::unix::io::AsRawFd::as_raw_fd(s),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUFFORCE,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    (a, b)
+}
+
 /// Reads `total` bytes from `src` in 64 KiB reads; returns how many arrived.
 fn drain(mut src: impl Read, total: usize) -> usize {
     let mut buf = vec![0u8; 64 * 1024];
@@ -42,7 +62,7 @@ fn drain(mut src: impl Read, total: usize) -> usize {
 /// buffers as the guest has slots (the same memory the kernel copies from): the ceiling of
 /// the device's host side.
 fn unix_socket_seconds() -> f64 {
-    let (reader, mut writer) = UnixStream::pair().unwrap();
+    let (reader, mut writer) = pair();
     let chunks: Vec<Vec<u8>> = (0..SLOTS)
         .map(|slot| {
             let mut chunk = (FRAME as u32).to_be_bytes().to_vec();
@@ -64,7 +84,8 @@ fn unix_socket_seconds() -> f64 {
 /// guest without offloads does (header, then the frame in two pieces); a host thread reads
 /// the peer end.
 fn device_seconds() -> f64 {
-    let mut g = TestGuest::new();
+    let (ours, peer) = pair();
+    let mut g = TestGuest::on(ours, peer);
     for slot in 0..SLOTS as u64 {
         let fill = vec![slot as u8; FRAME];
         g.mem
