@@ -10,8 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use skiff_tests::{
-    assert_code, assert_skiff_error, busybox, images, processes_mentioning, run_with_deadline,
-    sha256_hex, stdout, Root,
+    assert_code, assert_skiff_error, busybox, free_port, images, processes_mentioning,
+    run_with_deadline, sha256_hex, stdout, Root,
 };
 
 const DEADLINE: Duration = Duration::from_secs(240);
@@ -24,15 +24,6 @@ fn run(root: &Root, args: &[&str]) -> Output {
     let mut a = vec!["run", "--rm"];
     a.extend_from_slice(args);
     run_with_deadline(root.cmd(&a), b"", DEADLINE).expect("skiff run")
-}
-
-/// A port of 127.0.0.1 that nothing listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A helper process killed when the test ends, however it ends.

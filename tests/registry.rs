@@ -14,20 +14,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_tests::{
-    assert_code, assert_skiff_error, images, run_with_deadline, sha256_hex, skiff_bin, stderr,
-    stdout,
+    assert_code, assert_skiff_error, free_port, images, run_with_deadline, sha256_hex, skiff_bin,
+    stderr, stdout,
 };
 use tempfile::TempDir;
 
 const DEADLINE: Duration = Duration::from_secs(240);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `docker-registry` process with its own storage; killed on drop.
 struct Registry {

@@ -144,6 +144,14 @@ pub fn assert_skiff_error(o: &Output, what: &str) {
     assert!(lines[0].contains(what), "{what:?} not in: {err}");
 }
 
+/// A port of 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 /// The sha256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))

@@ -5,7 +5,7 @@ use std::os::unix::io::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -113,4 +113,60 @@ pub trait VirtioDevice: Send {
     fn backend_ready(&mut self) {}
     /// The driver reset the device: drop the queues and every connection.
     fn reset(&mut self);
+}
+
+/// The queues, memory and interrupt of a started device with one RX/TX queue pair (vsock,
+/// net), in the spec's order: RX is queue 0, TX queue 1.
+pub struct ActivePair {
+    pub mem: GuestMemoryMmap,
+    pub queues: Vec<Queue>,
+    pub interrupt: Arc<VirtioInterrupt>,
+}
+
+impl ActivePair {
+    /// Takes what `activate` got, checking the device `name` got the `want` queues it has.
+    pub fn new(
+        name: &str,
+        want: usize,
+        mem: GuestMemoryMmap,
+        features: u64,
+        queues: Vec<Queue>,
+        interrupt: Arc<VirtioInterrupt>,
+    ) -> Result<ActivePair, ActivateError> {
+        if queues.len() != want {
+            return Err(ActivateError(format!(
+                "{name} needs {want} queues, got {}",
+                queues.len()
+            )));
+        }
+        tracing::debug!("{name}: activated with features {features:#x}");
+        Ok(ActivePair {
+            mem,
+            queues,
+            interrupt,
+        })
+    }
+
+    /// The RX and TX queues.
+    pub fn rx_tx(&mut self) -> Option<(&GuestMemoryMmap, &mut Queue, &mut Queue)> {
+        match self.queues.as_mut_slice() {
+            [rx, tx, ..] => Some((&self.mem, rx, tx)),
+            _ => None,
+        }
+    }
+
+    /// Interrupts the guest once if a used ring that changed (`rx_used`, `tx_used`) asks for
+    /// it, as the ring's notification suppression allows.
+    pub fn signal_used(&mut self, rx_used: bool, tx_used: bool) {
+        let mut notify = false;
+        for (used, queue) in [rx_used, tx_used].into_iter().zip(&mut self.queues) {
+            // Every changed ring is asked (with event-idx, asking records what was signalled).
+            if used {
+                notify |= queue.needs_notification(&self.mem).unwrap_or(true);
+            }
+        }
+        if notify {
+            self.interrupt.signal_used_queue();
+        }
+    }
 }

@@ -6,29 +6,22 @@
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 use super::net::{
     NetDevice, DEVICE_FEATURES, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_NET,
 };
-use super::virtio::{ActivateError, VirtioDevice, VirtioInterrupt};
+use super::virtio::{ActivateError, ActivePair, VirtioDevice, VirtioInterrupt};
 
 // The queue order of the virtio spec (5.1.2), which `process` relies on.
 const _: () = assert!(RX_QUEUE == 0 && TX_QUEUE == 1);
-
-/// The queues and memory of a started device.
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<VirtioInterrupt>,
-}
 
 /// virtio-net for the in-process VMM.
 pub struct VirtioNet {
     device: NetDevice,
     max_sizes: [u16; NUM_QUEUES],
-    active: Option<Active>,
+    active: Option<ActivePair>,
 }
 
 impl VirtioNet {
@@ -44,25 +37,17 @@ impl VirtioNet {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let [rx, tx, ..] = active.queues.as_mut_slice() else {
+        let Some((mem, rx, tx)) = active.rx_tx() else {
             return;
         };
-        let activity = match self.device.process_queues(&active.mem, rx, tx) {
+        let activity = match self.device.process_queues(mem, rx, tx) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("net: queue processing failed: {e}");
                 return;
             }
         };
-        let mut notify = false;
-        for (used, queue) in [(activity.rx_used, rx), (activity.tx_used, tx)] {
-            if used {
-                notify |= queue.needs_notification(&active.mem).unwrap_or(true);
-            }
-        }
-        if notify {
-            active.interrupt.signal_used_queue();
-        }
+        active.signal_used(activity.rx_used, activity.tx_used);
         if link_changed || activity.link_changed {
             active.interrupt.signal_config_change();
         }
@@ -93,18 +78,9 @@ impl VirtioDevice for VirtioNet {
         queues: Vec<Queue>,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError(format!(
-                "net needs {NUM_QUEUES} queues, got {}",
-                queues.len()
-            )));
-        }
-        tracing::debug!("net: activated with features {features:#x}");
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
+        self.active = Some(ActivePair::new(
+            "net", NUM_QUEUES, mem, features, queues, interrupt,
+        )?);
         // Frames may already be waiting.
         let link_changed = self.device.handle_backend_events();
         self.process(link_changed);

@@ -5,10 +5,10 @@
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::virtio::{ActivateError, VirtioDevice, VirtioInterrupt};
+use super::virtio::{ActivateError, ActivePair, VirtioDevice, VirtioInterrupt};
 use super::vsock::{
     VsockDevice, DEVICE_FEATURES, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_VSOCK,
 };
@@ -16,18 +16,11 @@ use super::vsock::{
 // The queue order of the virtio spec (5.10.2), which `process` relies on.
 const _: () = assert!(RX_QUEUE == 0 && TX_QUEUE == 1);
 
-/// The queues and memory of a started device.
-struct Active {
-    mem: GuestMemoryMmap,
-    queues: Vec<Queue>,
-    interrupt: Arc<VirtioInterrupt>,
-}
-
 /// virtio-vsock for the in-process VMM.
 pub struct VirtioVsock {
     device: VsockDevice,
     max_sizes: [u16; NUM_QUEUES],
-    active: Option<Active>,
+    active: Option<ActivePair>,
 }
 
 impl VirtioVsock {
@@ -43,25 +36,17 @@ impl VirtioVsock {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let [rx, tx, ..] = active.queues.as_mut_slice() else {
+        let Some((mem, rx, tx)) = active.rx_tx() else {
             return;
         };
-        let activity = match self.device.process_queues(&active.mem, rx, tx) {
+        let activity = match self.device.process_queues(mem, rx, tx) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("vsock: queue processing failed: {e}");
                 return;
             }
         };
-        let mut notify = false;
-        for (used, queue) in [(activity.rx_used, rx), (activity.tx_used, tx)] {
-            if used {
-                notify |= queue.needs_notification(&active.mem).unwrap_or(true);
-            }
-        }
-        if notify {
-            active.interrupt.signal_used_queue();
-        }
+        active.signal_used(activity.rx_used, activity.tx_used);
     }
 }
 
@@ -89,18 +74,9 @@ impl VirtioDevice for VirtioVsock {
         queues: Vec<Queue>,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        if queues.len() != NUM_QUEUES {
-            return Err(ActivateError(format!(
-                "vsock needs {NUM_QUEUES} queues, got {}",
-                queues.len()
-            )));
-        }
-        tracing::debug!("vsock: activated with features {features:#x}");
-        self.active = Some(Active {
-            mem,
-            queues,
-            interrupt,
-        });
+        self.active = Some(ActivePair::new(
+            "vsock", NUM_QUEUES, mem, features, queues, interrupt,
+        )?);
         // Host connections may already be waiting.
         self.device.handle_backend_events();
         self.process();
