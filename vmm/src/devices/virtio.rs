@@ -79,6 +79,18 @@ impl VirtioInterrupt {
     }
 }
 
+/// Copies `data.len()` bytes of the config space `config` from `offset`; bytes past its end
+/// read as zero (a driver may read any width anywhere).
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, byte) in data.iter_mut().enumerate() {
+        *byte = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|o| config.get(o).copied())
+            .unwrap_or(0);
+    }
+}
+
 /// Why a device could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("virtio device activation failed: {0}")]

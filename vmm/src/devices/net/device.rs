@@ -17,6 +17,7 @@ use super::backend::{BackendError, FrameBackend, Sent, MAX_FRAME_LEN};
 use super::error::NetError;
 use super::ratelimit::RateLimited;
 use crate::devices::chain::{Access, ChainBuffer, ChainError};
+use crate::devices::virtio::read_config_space;
 
 /// Virtio device type of a network card.
 pub const VIRTIO_ID_NET: u32 = 1;
@@ -154,14 +155,7 @@ impl NetDevice {
 
     /// Reads `data.len()` bytes of config space at `offset`; bytes past its end read as zero.
     pub fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.config_space();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o).copied())
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config_space(), offset, data);
     }
 
     /// Looks at what the backend fd reported without blocking. A hang-up or error while the

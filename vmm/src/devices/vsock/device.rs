@@ -13,6 +13,7 @@ use super::error::VsockError;
 use super::muxer::Muxer;
 use super::packet::{Header, HDR_LEN};
 use crate::devices::chain::{Access, ChainBuffer};
+use crate::devices::virtio::read_config_space;
 
 /// Virtio device type of vsock.
 pub const VIRTIO_ID_VSOCK: u32 = 19;
@@ -66,14 +67,7 @@ impl VsockDevice {
 
     /// Reads `data.len()` bytes of config space at `offset`; bytes past its end read as zero.
     pub fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let config = self.config_space();
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|o| config.get(o).copied())
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config_space(), offset, data);
     }
 
     /// Number of open connections.
