@@ -4,7 +4,8 @@
 //! is the switch_root dance: mount a tmpfs, move it over `/` and chroot into it (the running
 //! binary stays mapped; its initramfs copy is unlinked to give the memory back). Then the
 //! usual mounts, the console as stdio, the vsock session to the host (CID 2,
-//! `protocol::SESSION_PORT`), listeners for exec sessions and published ports, and finally sync + reboot, which the VMM turns into its exit.
+//! `protocol::SESSION_PORT`), listeners for exec sessions and published ports, and finally
+//! sync + reboot, which the VMM turns into its exit.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;

@@ -95,10 +95,12 @@ pub fn launch(
     let listener = UnixListener::bind(&session_sock)
         .with_context(|| format!("cannot listen on {}", session_sock.display()))?;
     let ports = relay::bind(&vm.publish)?;
-    let mut passt = vm.net_mac.map(|_| Passt::start(dir.path())).transpose()?;
-    let network = match (vm.net_mac, passt.as_mut().and_then(Passt::take_vm_end)) {
-        (Some(mac), Some(socket)) => Some(NetAttachment { mac, socket }),
-        _ => None,
+    let (mut passt, network) = match vm.net_mac {
+        Some(mac) => {
+            let (passt, socket) = Passt::start(dir.path())?;
+            (Some(passt), Some(NetAttachment { mac, socket }))
+        }
+        None => (None, None),
     };
     let boot = BootConfig {
         kernel,

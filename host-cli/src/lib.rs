@@ -13,6 +13,7 @@ pub mod info;
 pub mod initramfs;
 pub mod launch;
 pub mod network;
+pub mod programs;
 pub mod run;
 pub mod session;
 pub mod terminal;

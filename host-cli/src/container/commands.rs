@@ -11,7 +11,7 @@ use super::cli::{InspectArgs, KillArgs, LogsArgs, PortArgs, PsArgs, RmArgs, Stop
 use super::logs::{self, LogReader};
 use super::state::{self, short_id, Container, State, Status};
 use super::time;
-use crate::network::PortMapping;
+use crate::network::{Mac, PortMapping};
 
 /// How long `rm -f` waits for a killed container's monitor to go.
 const RM_WAIT: Duration = Duration::from_secs(15);
@@ -388,7 +388,7 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
                 "IPAddress": spec.network.as_ref().map(|n| n.address.to_string()).unwrap_or_default(),
                 "Gateway": spec.network.as_ref().map(|n| n.gateway.to_string()).unwrap_or_default(),
                 "MacAddress": spec.network.as_ref()
-                    .map(|n| n.mac.map(|b| format!("{b:02x}")).join(":")).unwrap_or_default(),
+                    .map(|n| Mac(n.mac).to_string()).unwrap_or_default(),
             },
             "StateDir": c.dir,
         }));

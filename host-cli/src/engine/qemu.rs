@@ -25,16 +25,9 @@ pub struct Qemu {
 
 /// The qemu binary: `$SKIFF_QEMU`, else `qemu-system-x86_64` on `PATH`.
 fn qemu_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SKIFF_QEMU").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .context(
-            "qemu-system-x86_64 is not installed: install it (apt-get install qemu-system-x86) or use --engine kvm",
-        )
+    crate::programs::find("SKIFF_QEMU", "qemu-system-x86_64").context(
+        "qemu-system-x86_64 is not installed: install it (apt-get install qemu-system-x86) or use --engine kvm",
+    )
 }
 
 /// The qemu command line for `boot`, with the vhost-user socket at `vhost` and the serial
@@ -85,7 +78,7 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
     .map(|s| s.to_string())
     .collect::<Vec<_>>();
     if let Some(net) = &boot.network {
-        let mac = net.mac.map(|b| format!("{b:02x}")).join(":");
+        let mac = crate::network::Mac(net.mac);
         args.extend([
             "-netdev".to_string(),
             format!(

@@ -71,6 +71,14 @@ pub struct NetworkArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mac(pub [u8; 6]);
 
+impl std::fmt::Display for Mac {
+    /// `02:53:00:00:00:0f`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
 fn parse_mac(s: &str) -> Result<Mac, String> {
     let bad = || format!("invalid MAC address {s:?}: use six hex pairs, e.g. 02:42:ac:11:00:02");
     let parts: Vec<&str> = s.split(':').collect();
@@ -347,6 +355,10 @@ mod tests {
             "nameserver 192.0.2.53\nsearch a.example\n"
         );
         assert_eq!(spec.unwrap().mac, [2, 0, 0, 0xaa, 0xbb, 0xcc]);
+        assert_eq!(
+            Mac([2, 0, 0, 0xaa, 0xbb, 0xcc]).to_string(),
+            "02:00:00:aa:bb:cc"
+        );
     }
 
     #[test]

@@ -15,33 +15,25 @@ use anyhow::{Context, Result};
 
 use super::{DNS_FORWARDER, GATEWAY, GUEST_ADDRESS, MTU, PREFIX_LEN};
 
-/// A running passt and the VM's end of its socket.
+/// A running passt.
 pub struct Passt {
     child: Child,
     log: PathBuf,
-    /// The VM's end: handed to the engine's network device.
-    vm_end: Option<OwnedFd>,
     reported: bool,
 }
 
 /// The passt binary: `$SKIFF_PASST`, else `passt` on `PATH`.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("SKIFF_PASST").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        anyhow::ensure!(
-            p.is_file(),
-            "passt is not at {} (SKIFF_PASST): install it (apt-get install passt) or run with --network none",
-            p.display()
-        );
-        return Ok(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("passt"))
-        .find(|p| p.is_file())
-        .context(
-            "passt is not installed: install it (apt-get install passt) or run with --network none",
-        )
+    let hint = "install it (apt-get install passt) or run with --network none";
+    let p = crate::programs::find("SKIFF_PASST", "passt")
+        .with_context(|| format!("passt is not installed: {hint}"))?;
+    // An override that names nothing says so here, not as a failed start later.
+    anyhow::ensure!(
+        p.is_file(),
+        "passt is not at {} (SKIFF_PASST): {hint}",
+        p.display()
+    );
+    Ok(p)
 }
 
 /// passt's command line for the guest's fixed addressing, its socket at descriptor `fd`.
@@ -69,41 +61,19 @@ fn arguments(fd: i32) -> Vec<String> {
     a
 }
 
-/// Socket buffer of each end of the pair.
-const SEND_BUFFER: libc::c_int = 8 << 20;
-
-/// Lets `end` hold [`SEND_BUFFER`] bytes in flight: passt drops frames it cannot write at once
-/// (the guest's TCP then waits for a retransmission), so a guest that reads its network slowly
-/// needs room. Measured under QEMU's software CPU, 32 MiB fetched from the host: 0.20–0.46 s
-/// with it, 0.47–13 s without (the system's default, `wmem_max`). Beyond `wmem_max` only with
-/// CAP_NET_ADMIN; an unprivileged skiff gets what the system allows.
-fn large_send_buffer(end: &UnixStream) {
-    let size = SEND_BUFFER;
-    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt reads `size` (an int) for the length given.
-        let r = unsafe {
-            libc::setsockopt(
-                end.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r == 0 {
-            return;
-        }
-    }
-}
-
 impl Passt {
-    /// Starts passt for a VM whose files live in `vm_dir`.
-    pub fn start(vm_dir: &Path) -> Result<Passt> {
+    /// Starts passt for a VM whose files live in `vm_dir`; returns it and the VM's end of its
+    /// socket, for the engine's network device.
+    pub fn start(vm_dir: &Path) -> Result<(Passt, OwnedFd)> {
         let bin = binary()?;
         let (vm_end, passt_end) =
             UnixStream::pair().context("cannot create the network device's socket pair")?;
+        // passt drops frames it cannot write at once (the guest's TCP then waits for a
+        // retransmission): a guest that reads its network slowly needs room. Measured under
+        // QEMU's software CPU, 32 MiB fetched from the host: 0.20–0.46 s with 8 MiB, 0.47–13 s
+        // with the system's default.
         for end in [&vm_end, &passt_end] {
-            large_send_buffer(end);
+            vmm::devices::net::large_send_buffer(end);
         }
         let log = vm_dir.join("passt.log");
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -132,17 +102,12 @@ impl Passt {
             .with_context(|| format!("cannot start {}", bin.display()))?;
         drop(passt_end);
         tracing::debug!(pid = child.id(), "passt started");
-        Ok(Passt {
+        let passt = Passt {
             child,
             log,
-            vm_end: Some(OwnedFd::from(vm_end)),
             reported: false,
-        })
-    }
-
-    /// The VM's end of the socket, for the engine (once).
-    pub fn take_vm_end(&mut self) -> Option<OwnedFd> {
-        self.vm_end.take()
+        };
+        Ok((passt, OwnedFd::from(vm_end)))
     }
 
     /// `Some(why)` the first time passt is found gone while the VM runs.
@@ -169,7 +134,6 @@ impl Passt {
 
 impl Drop for Passt {
     fn drop(&mut self) {
-        self.vm_end = None;
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
         }

@@ -8,6 +8,8 @@ pub mod net;
 pub mod serial;
 pub(crate) mod socket;
 #[cfg(test)]
+pub(crate) mod test_drain;
+#[cfg(test)]
 pub(crate) mod test_ring;
 pub mod virtio;
 pub mod virtio_net;

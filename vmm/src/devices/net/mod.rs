@@ -41,4 +41,4 @@ pub use device::{
     QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_NET,
 };
 pub use error::NetError;
-pub use stream::{StreamBackend, PEER_FRAME_SLACK};
+pub use stream::{large_send_buffer, StreamBackend, PEER_FRAME_SLACK};

@@ -101,6 +101,32 @@ impl StreamBackend {
     }
 }
 
+/// The send buffer [`large_send_buffer`] asks for.
+const SEND_BUFFER: usize = 8 << 20;
+
+/// Gives `end` of a frame stream a [`SEND_BUFFER`]-byte send buffer, so that a burst of large
+/// frames does not fill it at once (a peer such as passt drops frames it cannot write at once).
+/// Beyond the system's `wmem_max` only with CAP_NET_ADMIN; otherwise the system's limit
+/// stays, which is all a failure here costs.
+pub fn large_send_buffer(end: &UnixStream) {
+    let size = SEND_BUFFER as libc::c_int;
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt reads `size` (an int) for the length given.
+        let r = unsafe {
+            libc::setsockopt(
+                end.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&size as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            return;
+        }
+    }
+}
+
 /// `IoSlice`s as the `iovec`s they are on Unix (the standard library guarantees the layout).
 fn as_iovecs<'a>(slices: &'a [IoSlice<'_>]) -> &'a [libc::iovec] {
     // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; same length, same lifetime.

@@ -4,7 +4,7 @@
 //! sets, measured in the same run, best of three alternating rounds. Run with
 //! `cargo test --release -p skiff-vmm --lib net_throughput -- --ignored --nocapture`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -12,6 +12,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::device::NET_HDR_LEN;
 use super::test_driver::TestGuest;
+use crate::devices::test_drain::drain;
 
 const ROUNDS: usize = 3;
 /// A frame of the 65520 MTU: Ethernet header and payload.
@@ -23,39 +24,14 @@ const SLOTS: usize = 64;
 const HDR_SLOTS: u64 = 0x200_0000;
 const DATA_SLOTS: u64 = 0x210_0000;
 
-/// A socket pair with the send buffers skiff's host side asks for (8 MiB where the system
-/// allows it, as root), for the device and its reference alike.
+/// A socket pair with the send buffers skiff's host side asks for, for the device and its
+/// reference alike.
 fn pair() -> (UnixStream, UnixStream) {
     let (a, b) = UnixStream::pair().unwrap();
-    let size: libc::c_int = 8 << 20;
     for s in [&a, &b] {
-        // SAFETY: setsockopt reads an int of the length given; a failure leaves the default.
-        unsafe {
-            libc::setsockopt(
-                std::os::unix::io::AsRawFd::as_raw_fd(s),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUFFORCE,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        super::large_send_buffer(s);
     }
     (a, b)
-}
-
-/// Reads `total` bytes from `src` in 64 KiB reads; returns how many arrived.
-fn drain(mut src: impl Read, total: usize) -> usize {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut got = 0;
-    while got < total {
-        match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("reader: {e}"),
-        }
-    }
-    got
 }
 
 /// The same bytes through a Unix socket pair, one write per framed frame, from as many

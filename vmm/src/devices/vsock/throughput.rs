@@ -11,6 +11,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::connection::CONN_BUF_ALLOC;
 use super::packet::{Header, Op, HDR_LEN};
 use super::test_driver::TestGuest;
+use crate::devices::test_drain::drain;
 
 const TOTAL: usize = 1 << 30;
 const ROUNDS: usize = 3;
@@ -18,21 +19,6 @@ const PACKET: usize = 64 * 1024;
 const SLOTS: usize = 16;
 const HDR_SLOTS: u64 = 0x200_0000;
 const DATA_SLOTS: u64 = 0x210_0000;
-
-/// Reads `total` bytes from `src` in 64 KiB reads; returns when all arrived.
-fn drain(mut src: impl Read, total: usize) -> usize {
-    let mut buf = vec![0u8; PACKET];
-    let mut got = 0;
-    while got < total {
-        match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("reader: {e}"),
-        }
-    }
-    got
-}
 
 /// 1 GiB from `writer` to `reader` (a host pipe or socket pair), 64 KiB writes and reads.
 fn stream_seconds(reader: impl Read + Send + 'static, mut writer: impl Write) -> f64 {
