@@ -20,6 +20,8 @@ packages=(
     qemu-system-x86 umoci skopeo crun busybox-static debootstrap docker-registry apache2-utils
     # the network backend, and the DNS server of the network tests
     passt dnsmasq-base
+    # image disks: the writable layer's ext4 (mke2fs), fsck.erofs for the EROFS writer's tests
+    e2fsprogs erofs-utils
     # scripts, tests and the benchmark
     jq zstd tmux hyperfine time bc
 )

@@ -6,6 +6,7 @@
 mod archive;
 mod digest;
 mod envfile;
+pub mod erofs;
 mod error;
 mod layout;
 mod merge;
@@ -17,6 +18,7 @@ mod resolved;
 mod spec;
 pub mod store;
 mod tarcheck;
+mod tarpath;
 pub mod transfer;
 
 pub use digest::Digest;
