@@ -28,6 +28,7 @@ use protocol::{ExecSpec, FailureKind, RunSpec, TermSize};
 
 use crate::error::{Context, Error, Result};
 use crate::etc_files;
+use crate::rootfs;
 use crate::{terminal, user};
 
 /// PATH used to find the command when the spec's environment has none (docker's default).
@@ -100,8 +101,7 @@ pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
         report(report_fd, &error);
         127
     });
-    // SAFETY: the caller is single-threaded here (the unpack thread has been joined and the
-    // relay threads start later), so the child may allocate; it only runs `child_main`, which
+    // SAFETY: the caller is single-threaded here (the relay threads start later), so the child may allocate; it only runs `child_main`, which
     // ends in execve or in reporting the error and returning.
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .ctx(|| "clone the container process".into())?;
@@ -244,6 +244,7 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
     enter_root(root)?;
     mount_specials()?;
     etc_files::write(&spec.etc_files)?;
+    rootfs::finish_inside(&spec.root, &spec.tmpfs)?;
     if !spec.hostname.is_empty() {
         unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
     }

@@ -11,17 +11,15 @@
 mod container;
 mod error;
 mod etc_files;
-mod layer;
 mod log;
 mod native;
 mod network;
 mod publish;
 mod reaper;
+mod rootfs;
 mod session;
 mod stdin;
-mod tarpath;
 mod terminal;
-mod unpack;
 mod user;
 mod vm;
 

@@ -1,7 +1,8 @@
 //! Native mode (`--connect-unix PATH [--exec-unix EXEC]`): the same session as in the VM, run
 //! as a root process on a Linux host over a Unix socket — how guest-init is tested without a
 //! VM; exec sessions come on a Unix socket it listens on at `EXEC`. It works in its own mount
-//! namespace on a private tmpfs, which it removes at the end.
+//! namespace on a private tmpfs, which it removes at the end; the spec's image is a directory
+//! of the host (`ImageRoot::Directory`) and its writable layer memory.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -26,27 +27,32 @@ pub fn run(socket: &Path, exec: Option<&Path>) -> Result<()> {
     unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare the mount namespace".into())?;
     crate::container::make_mounts_private()?;
     let tmp = std::env::temp_dir().join("skiff-guest-XXXXXX");
-    let root: PathBuf = nix::unistd::mkdtemp(&tmp).ctx(|| format!("mkdtemp {}", tmp.display()))?;
+    let base: PathBuf = nix::unistd::mkdtemp(&tmp).ctx(|| format!("mkdtemp {}", tmp.display()))?;
     let result = mount(
         Some("tmpfs"),
-        &root,
+        &base,
         Some("tmpfs"),
         MsFlags::empty(),
         Some("mode=0755"),
     )
-    .ctx(|| format!("mount tmpfs on {}", root.display()))
+    .ctx(|| format!("mount tmpfs on {}", base.display()))
     .and_then(|()| {
+        let (root, scratch) = (base.join("root"), base.join("scratch"));
+        for d in [&root, &scratch] {
+            std::fs::create_dir(d).ctx(|| format!("mkdir {}", d.display()))?;
+        }
         let stream =
             UnixStream::connect(socket).ctx(|| format!("connect to {}", socket.display()))?;
         let served = session::serve(
             File::from(OwnedFd::from(stream)),
             &root,
+            &scratch,
             exec_listener,
             false,
         );
-        let _ = umount2(&root, MntFlags::MNT_DETACH);
+        let _ = umount2(&base, MntFlags::MNT_DETACH);
         served
     });
-    let _ = std::fs::remove_dir(&root);
+    let _ = std::fs::remove_dir(&base);
     result
 }

@@ -1,5 +1,5 @@
-//! The guest side of a session: greet the host, receive the spec and the layers, start the
-//! container, relay its stdio and signals, and report how it ended. While the container runs,
+//! The guest side of a session: greet the host, receive the spec, assemble the container's root
+//! from its disks, start the container, relay its stdio and signals, and report how it ended. While the container runs,
 //! exec sessions arriving on the exec listener start further processes inside it.
 
 use std::fs::File;
@@ -23,9 +23,9 @@ use tracing::{debug, warn};
 use crate::container::{self, ChildStdio, Process};
 use crate::error::{Context, Error, Result};
 use crate::reaper::Reaper;
+use crate::rootfs;
 use crate::stdin::StdinFeed;
 use crate::terminal;
-use crate::unpack::unpack_layers;
 
 /// Pipe buffer asked for the container's pipes (bigger writes, fewer wake-ups).
 const PIPE_SIZE: i32 = 1 << 20;
@@ -109,7 +109,15 @@ fn greet(conn: File) -> Result<(File, Writer)> {
 ///
 /// `owns_vm`: guest-init is PID 1 of a VM, so the host's time in the spec becomes the wall
 /// clock (the VM has none of its own) and the spec's network is configured.
-pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>, owns_vm: bool) -> Result<()> {
+/// Serves one session: the container's root is assembled at `root` (an empty directory) from
+/// parts kept under `scratch`.
+pub fn serve(
+    conn: File,
+    root: &Path,
+    scratch: &Path,
+    exec_listener: Option<OwnedFd>,
+    owns_vm: bool,
+) -> Result<()> {
     let (mut reader, writer) = greet(conn)?;
     let spec = match read_message(&mut reader)? {
         Some(Message::Run(spec)) => spec,
@@ -132,7 +140,7 @@ pub fn serve(conn: File, root: &Path, exec_listener: Option<OwnedFd>, owns_vm: b
         true => crate::network::configure(spec.network.as_ref()),
         false => Ok(()),
     };
-    match network().and_then(|()| start(&spec, root, &mut reader, &reaper)) {
+    match network().and_then(|()| start(&spec, root, scratch, &reaper)) {
         Ok(container) => {
             send(&writer, &Message::Started)?;
             let sessions = Arc::new(ExecSessions::default());
@@ -262,15 +270,15 @@ fn stdio(tty: bool, size: Option<TermSize>, stdin: bool) -> Result<(ChildStdio, 
     Ok((child, PendingEnds::Ready(ends)))
 }
 
-fn start(spec: &RunSpec, root: &Path, reader: &mut File, reaper: &Reaper) -> Result<Running> {
+fn start(spec: &RunSpec, root: &Path, scratch: &Path, reaper: &Reaper) -> Result<Running> {
     let t0 = Instant::now();
-    unpack_layers(root, &spec.layers, reader)?;
+    rootfs::assemble(&spec.root, root, scratch)?;
     let t1 = Instant::now();
     let (child, ends) = stdio(spec.tty, spec.term_size, spec.stdin)?;
     let pid = reaper.spawn(|| container::start(root, spec, child))?;
     let ends = ends.complete()?;
     debug!(
-        unpack_us = (t1 - t0).as_micros() as u64,
+        rootfs_us = (t1 - t0).as_micros() as u64,
         setup_us = t1.elapsed().as_micros() as u64,
         pid = pid.as_raw(),
         "container executed"

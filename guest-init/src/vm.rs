@@ -27,6 +27,8 @@ use crate::session;
 
 /// Where the container's root filesystem is assembled.
 const ROOTFS: &str = "/rootfs";
+/// Where its parts (the image disk, the writable layer) are mounted.
+const SCRATCH: &str = "/run/skiff";
 /// The host's vsock context id.
 const HOST_CID: u32 = 2;
 /// statfs type of the initramfs when it is a ramfs.
@@ -48,7 +50,13 @@ pub fn run() -> ! {
         let linger = conn
             .try_clone()
             .ctx(|| "duplicate the session socket".into())?;
-        let served = session::serve(conn, Path::new(ROOTFS), Some(exec), true);
+        let served = session::serve(
+            conn,
+            Path::new(ROOTFS),
+            Path::new(SCRATCH),
+            Some(exec),
+            true,
+        );
         wait_for_host_close(linger);
         served
     });
@@ -130,17 +138,12 @@ fn boot() -> Result<File> {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0755"),
         ),
-        (
-            "tmpfs",
-            ROOTFS,
-            0o755,
-            MsFlags::empty(),
-            Some("mode=0755,size=90%"),
-        ),
     ] {
         mkdir(target, mode)?;
         mount_fs(fstype, target, flags, data)?;
     }
+    mkdir(ROOTFS, 0o755)?;
+    mkdir(SCRATCH, 0o755)?;
     connect_host()
 }
 

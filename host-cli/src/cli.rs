@@ -109,6 +109,13 @@ pub struct RunArgs {
     pub registry: crate::commands::pull::RegistryArgs,
     #[command(flatten)]
     pub network: crate::network::NetworkArgs,
+    /// Mount the container's root filesystem read-only (no writable layer).
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Mount a tmpfs at PATH (options: size=, mode=, uid=, gid=, nr_inodes=, ro, exec, suid,
+    /// dev, noatime).
+    #[arg(long, value_name = "PATH[:OPTIONS]", value_parser = crate::mounts::parse_tmpfs)]
+    pub tmpfs: Vec<protocol::TmpfsMount>,
     /// The image: NAME[:TAG], NAME@sha256:DIGEST, an image ID, oci:DIR[:TAG] or
     /// oci-archive:FILE[:TAG].
     pub image: String,

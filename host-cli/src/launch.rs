@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use protocol::RunSpec;
 
 use crate::cli::EngineKind;
-use crate::engine::{self, BootConfig, Machine, NetAttachment};
+use crate::engine::{self, BootConfig, Disk, Machine, NetAttachment};
 use crate::network::passt::Passt;
 use crate::network::relay::{self, Relay};
 use crate::network::PortMapping;
@@ -39,6 +39,8 @@ pub struct VmConfig {
     pub net_mac: Option<[u8; 6]>,
     /// Ports relayed to the container.
     pub publish: Vec<PortMapping>,
+    /// The container's disks (its image, its writable layer).
+    pub disks: Vec<Disk>,
 }
 
 /// Where the container's stdio goes.
@@ -69,7 +71,6 @@ pub trait Watcher {
 pub fn launch(
     vm: &VmConfig,
     spec: RunSpec,
-    layers: Vec<PathBuf>,
     attach: Attach,
     watcher: &mut dyn Watcher,
 ) -> Result<Outcome> {
@@ -111,6 +112,7 @@ pub fn launch(
         vsock_uds,
         console_log: dir.path().join("console.log"),
         network,
+        disks: vm.disks.clone(),
     };
     let console = vm
         .debug
@@ -125,7 +127,6 @@ pub fn launch(
             machine.as_mut(),
             &mut passt,
             spec,
-            layers,
             attach,
             watcher,
         );
@@ -174,7 +175,6 @@ fn drive(
     vm: &mut dyn Machine,
     passt: &mut Option<Passt>,
     spec: RunSpec,
-    layers: Vec<PathBuf>,
     attach: Attach,
     watcher: &mut dyn Watcher,
 ) -> Result<Outcome> {
@@ -205,9 +205,7 @@ fn drive(
             stdout: &mut *stdout,
             stderr: &mut *stderr,
         };
-        let _ = tx.send(Event::Ended(
-            session.run(&spec, &layers, io).map(|r| r.outcome),
-        ));
+        let _ = tx.send(Event::Ended(session.run(&spec, io).map(|r| r.outcome)));
     });
     let mut vm_gone: Option<(String, Instant)> = None;
     let mut cut = false;

@@ -1,5 +1,6 @@
-//! The helper programs skiff starts (qemu, passt): `$SKIFF_<NAME>` when set, else the first
-//! match on `PATH`. What a missing one means is each caller's to say.
+//! The helper programs skiff starts (qemu, passt, mke2fs): `$SKIFF_<NAME>` when set, else the
+//! first match on `PATH`, then the system directories an ordinary user's `PATH` may lack
+//! (`/usr/sbin`, `/sbin`). What a missing one means is each caller's to say.
 
 use std::path::PathBuf;
 
@@ -11,6 +12,7 @@ pub fn find(var: &str, name: &str) -> Option<PathBuf> {
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }

@@ -1,12 +1,13 @@
 //! `skiff run`: resolve the image, create the container (its id first: the id's short form is
-//! the default hostname), merge the image's config with the flags into a RunSpec, then either
+//! the default hostname) with its disks, merge the image's config with the flags into a RunSpec,
+//! then either
 //! supervise the container in this process (foreground: stdio, signals and the terminal are
 //! the user's) or hand it to a monitor process of its own (`-d`) and print its id.
 
 use std::io::Read;
 
 use anyhow::{bail, Result};
-use protocol::{LayerSpec, RunSpec};
+use protocol::RunSpec;
 
 use crate::cli::RunArgs;
 use crate::container::monitor::{self, Forward};
@@ -45,15 +46,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         tty: args.tty,
         term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
-        layers: image
-            .layers
-            .iter()
-            .map(|l| LayerSpec {
-                media_type: l.media_type.clone(),
-                digest: l.digest.clone(),
-                size: l.size,
-            })
-            .collect(),
+        root: container::disks::root_spec(args.read_only),
+        tmpfs: args.tmpfs.clone(),
         host_time_ns: 0,
         network: net_spec,
         etc_files,
@@ -66,7 +60,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         image: args.image.clone(),
         created: container::time::now(),
         spec,
-        layer_paths: image.layers.iter().map(|l| l.path.clone()).collect(),
+        read_only: args.read_only,
         engine: engine::resolve(args.engine),
         cpus: args.cpus,
         memory_mib: args.memory,
@@ -75,13 +69,20 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         store_manifest,
         network: network.clone(),
     };
-    if args.detach {
+    let create = || -> Result<Container> {
         let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;
-        return container::detach::start(c);
+        if let Err(e) = container::disks::prepare(&c.dir, &image, args.read_only) {
+            let _ = c.remove();
+            return Err(e);
+        }
+        Ok(c)
+    };
+    if args.detach {
+        return container::detach::start(create()?);
     }
     // Before any thread starts: the signals are blocked in all of them.
     let blocked = forward::block()?;
-    let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;
+    let c = create()?;
     let result = foreground(&c, &args, blocked);
     if result.is_err() && c.config.auto_remove && c.dir.exists() {
         let _ = c.remove();

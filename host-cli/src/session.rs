@@ -25,9 +25,8 @@
 //! # }
 //! ```
 //!
-//! [`Session::run`] checks the guest's `Hello`, sends the spec, streams each layer blob (in spec
-//! order) as `LayerData` chunks of at most `protocol::MAX_CHUNK` bytes plus `LayerEnd`, waits
-//! for `Started` or `Failed`, then relays: the stdin source → `Data`/`Eof` (a pump thread,
+//! [`Session::run`] checks the guest's `Hello`, sends the spec (the image reaches the guest as a
+//! disk, not through the session), waits for `Started` or `Failed`, then relays: the stdin source → `Data`/`Eof` (a pump thread,
 //! only when `spec.stdin`, sending no more than the guest's `StdinCredit` allows), the guest's
 //! stdout and stderr → the two writers (flushed per chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
 //! [`SignalSender::send`] may be called at any time: before the start the signals are held back
@@ -40,10 +39,9 @@
 //! the session's writer, so signals and resizes never wait behind stdin the container does not
 //! read.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -79,20 +77,6 @@ pub enum SessionError {
     Unexpected { expected: &'static str, got: String },
     #[error("the guest closed the session {when}")]
     Closed { when: &'static str },
-    #[error("the spec lists {spec} layers but {files} blob files were given")]
-    LayerCount { spec: usize, files: usize },
-    #[error("layer blob {path}: {expected} bytes announced, the file holds {actual}")]
-    LayerSize {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
-    #[error("layer blob {path}: {source}")]
-    Layer {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
     #[error("the session was cut off before the process ended; guest-init kills it")]
     CutOff,
     #[error("writing the container's {stream:?}: {source}")]
@@ -115,12 +99,9 @@ pub enum Outcome {
 /// Where the time went, measured on the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timings {
-    /// From `Hello` to the last `LayerEnd` written.
-    pub layers_sent: Duration,
-    /// From the last `LayerEnd` written to `Started` (or `Failed`) received: the guest's
-    /// container setup, once the small last layer is unpacked.
+    /// From the spec written to `Started` (or `Failed`) received: the guest's container setup.
     pub start: Duration,
-    /// From the last `LayerEnd` written to `Exit` received, when the container ran.
+    /// From the spec written to `Exit` received, when the container ran.
     pub exit: Option<Duration>,
 }
 
@@ -312,19 +293,14 @@ impl Session {
     }
 
     /// Carries the session through: see the module documentation.
-    pub fn run(
-        mut self,
-        spec: &RunSpec,
-        layer_blobs: &[PathBuf],
-        io: SessionIo<'_>,
-    ) -> Result<Report, SessionError> {
-        let result = self.run_inner(spec, layer_blobs, io);
+    pub fn run(mut self, spec: &RunSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
+        let result = self.run_inner(spec, io);
         self.end();
         result
     }
 
     /// Carries an exec session through (a connection to guest-init's exec port): `Hello`,
-    /// `Exec`, then as [`Session::run`] after the layers.
+    /// `Exec`, then as [`Session::run`] after the spec.
     pub fn exec(mut self, spec: &ExecSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
         let result = self.exec_inner(spec, io);
         self.end();
@@ -342,7 +318,7 @@ impl Session {
         let t0 = Instant::now();
         self.shared
             .send("send the exec spec", &Message::Exec(spec.clone()))?;
-        self.finish(spec.stdin, io, Duration::ZERO, t0)
+        self.finish(spec.stdin, io, t0)
     }
 
     fn expect_hello(&mut self) -> Result<(), SessionError> {
@@ -365,18 +341,7 @@ impl Session {
         }
     }
 
-    fn run_inner(
-        &mut self,
-        spec: &RunSpec,
-        layer_blobs: &[PathBuf],
-        io: SessionIo<'_>,
-    ) -> Result<Report, SessionError> {
-        if spec.layers.len() != layer_blobs.len() {
-            return Err(SessionError::LayerCount {
-                spec: spec.layers.len(),
-                files: layer_blobs.len(),
-            });
-        }
+    fn run_inner(&mut self, spec: &RunSpec, io: SessionIo<'_>) -> Result<Report, SessionError> {
         self.expect_hello()?;
         let t0 = Instant::now();
         let stamped = RunSpec {
@@ -387,11 +352,7 @@ impl Session {
         };
         self.shared
             .send("send the run spec", &Message::Run(stamped))?;
-        for (layer, path) in spec.layers.iter().zip(layer_blobs) {
-            self.send_layer(path, layer.size)?;
-        }
-        let layers_done = Instant::now();
-        self.finish(spec.stdin, io, layers_done - t0, layers_done)
+        self.finish(spec.stdin, io, t0)
     }
 
     /// From the spec sent to `Exit`: waits for the start, then relays.
@@ -399,8 +360,7 @@ impl Session {
         &mut self,
         stdin: bool,
         io: SessionIo<'_>,
-        layers_sent: Duration,
-        layers_done: Instant,
+        sent: Instant,
     ) -> Result<Report, SessionError> {
         match self.read("before starting the container")? {
             Message::Started => {}
@@ -408,16 +368,15 @@ impl Session {
                 return Ok(Report {
                     outcome: Outcome::Failed { kind, message },
                     timings: Timings {
-                        layers_sent,
-                        start: layers_done.elapsed(),
+                        start: sent.elapsed(),
                         exit: None,
                     },
                 })
             }
             other => return Err(unexpected("Started or Failed", &other)),
         }
-        let start = layers_done.elapsed();
-        debug!(?layers_sent, ?start, "container started");
+        let start = sent.elapsed();
+        debug!(?start, "container started");
         self.begin_running()?;
         if stdin {
             self.spawn_stdin_pump(io.stdin)?;
@@ -444,43 +403,14 @@ impl Session {
                     return Ok(Report {
                         outcome: Outcome::Exited(status),
                         timings: Timings {
-                            layers_sent,
                             start,
-                            exit: Some(layers_done.elapsed()),
+                            exit: Some(sent.elapsed()),
                         },
                     })
                 }
                 other => return Err(unexpected("output or Exit", &other)),
             }
         }
-    }
-
-    fn send_layer(&self, path: &Path, expected: u64) -> Result<(), SessionError> {
-        let layer_err = |source| SessionError::Layer {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = File::open(path).map_err(layer_err)?;
-        let actual = file.metadata().map_err(layer_err)?.len();
-        if actual != expected {
-            return Err(SessionError::LayerSize {
-                path: path.to_path_buf(),
-                expected,
-                actual,
-            });
-        }
-        let mut buf = vec![0u8; MAX_CHUNK];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(layer_err(e)),
-            };
-            self.shared
-                .send("send layer data", &Message::LayerData(buf[..n].to_vec()))?;
-        }
-        self.shared.send("end a layer", &Message::LayerEnd)
     }
 
     /// Marks the container running and delivers the signals that waited for it.
@@ -546,7 +476,6 @@ impl Session {
 
 fn unexpected(expected: &'static str, got: &Message) -> SessionError {
     let got = match got {
-        Message::LayerData(b) => format!("LayerData({} bytes)", b.len()),
         Message::Data { stream, bytes } => format!("Data({stream:?}, {} bytes)", bytes.len()),
         other => format!("{other:?}"),
     };

@@ -41,10 +41,6 @@ pub enum Message {
     Hello { version: u32 },
     /// Host → guest: what to run.
     Run(RunSpec),
-    /// Host → guest: the next bytes of the current layer blob.
-    LayerData(Vec<u8>),
-    /// Host → guest: the current layer blob is complete.
-    LayerEnd,
     /// Guest → host: the container's process was executed.
     Started,
     /// Guest → host: the container could not be started.
@@ -85,8 +81,7 @@ pub enum ProtocolError {
 
 const TAG_HELLO: u8 = 1;
 const TAG_RUN: u8 = 2;
-const TAG_LAYER_DATA: u8 = 3;
-const TAG_LAYER_END: u8 = 4;
+// 3 and 4 carried layer bytes up to version 4; they are not reused.
 const TAG_STARTED: u8 = 5;
 const TAG_FAILED: u8 = 6;
 const TAG_DATA: u8 = 7;
@@ -121,11 +116,6 @@ impl Message {
                 out.push(TAG_RUN);
                 serde_json::to_writer(&mut out, spec)?;
             }
-            Message::LayerData(bytes) => {
-                out.push(TAG_LAYER_DATA);
-                out.extend_from_slice(bytes);
-            }
-            Message::LayerEnd => out.push(TAG_LAYER_END),
             Message::Started => out.push(TAG_STARTED),
             Message::Failed { kind, message } => {
                 out.push(TAG_FAILED);
@@ -186,11 +176,6 @@ impl Message {
                 Message::Hello { version: h.version }
             }
             TAG_RUN => Message::Run(serde_json::from_slice(payload)?),
-            TAG_LAYER_DATA => Message::LayerData(payload.to_vec()),
-            TAG_LAYER_END => {
-                expect_empty(payload)?;
-                Message::LayerEnd
-            }
             TAG_STARTED => {
                 expect_empty(payload)?;
                 Message::Started
@@ -317,7 +302,7 @@ pub fn read_message<R: Read + ?Sized>(r: &mut R) -> Result<Option<Message>, Prot
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LayerSpec, TermSize};
+    use crate::{ImageRoot, RootSpec, TermSize, TmpfsMount, WritableLayer};
 
     fn all_messages() -> Vec<Message> {
         vec![
@@ -331,17 +316,22 @@ mod tests {
                 tty: false,
                 term_size: None,
                 stdin: true,
-                layers: vec![LayerSpec {
-                    media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-                    digest: "sha256:00".into(),
-                    size: 12,
+                root: RootSpec {
+                    image: ImageRoot::Disk {
+                        serial: "image".into(),
+                    },
+                    writable: WritableLayer::Disk {
+                        serial: "rw".into(),
+                    },
+                },
+                tmpfs: vec![TmpfsMount {
+                    path: "/tmp".into(),
+                    options: vec!["size=65536k".into()],
                 }],
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,
                 etc_files: vec![],
             }),
-            Message::LayerData(vec![1, 2, 3]),
-            Message::LayerEnd,
             Message::Started,
             Message::Failed {
                 kind: FailureKind::NotFound,
@@ -410,10 +400,13 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused_both_ways() {
-        let big = Message::LayerData(vec![0; MAX_FRAME]);
+        let big = Message::Data {
+            stream: Stream::Stdout,
+            bytes: vec![0; MAX_FRAME],
+        };
         assert!(matches!(big.encode(), Err(ProtocolError::TooLarge(_))));
         let mut wire = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();
-        wire.push(TAG_LAYER_END);
+        wire.push(TAG_STARTED);
         assert!(matches!(
             read_message(&mut wire.as_slice()),
             Err(ProtocolError::TooLarge(_))
@@ -437,7 +430,9 @@ mod tests {
             &[200],
             &[TAG_HELLO, b'{'],
             &[TAG_RUN, b'[', b']'],
-            &[TAG_LAYER_END, 1],
+            &[3],
+            &[4],
+            &[TAG_STARTED, 1],
             &[TAG_DATA],
             &[TAG_DATA, 9, 1],
             &[TAG_EOF],

@@ -3,13 +3,13 @@
 //!
 //! One byte stream (a vsock connection, or a Unix socket when guest-init runs natively) carries
 //! length-prefixed frames: `u32` little-endian length of what follows, a one-byte tag, then the
-//! payload. Control messages are JSON; stdio and layer data are raw bytes. Every frame is bounded
+//! payload. Control messages are JSON; stdio data is raw bytes. Every frame is bounded
 //! by [`MAX_FRAME`], and decoding bad bytes returns an error, never panics.
 //!
 //! A session: the guest connects and sends [`Message::Hello`]; the host checks the version and
-//! answers [`Message::Run`]; for each layer in the spec the host streams [`Message::LayerData`]
-//! chunks closed by [`Message::LayerEnd`]; the guest answers [`Message::Started`] (or
-//! [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
+//! answers [`Message::Run`]; the guest builds the container's root from the disks the spec
+//! names (version 5: the image arrives as a read-only EROFS disk, no longer as layer bytes on
+//! the session) and answers [`Message::Started`] (or [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
 //! signals as [`Message::Signal`], until the guest sends [`Message::Exit`].
 //!
 //! Stdin is flow-controlled by credit (version 3), so that signals and resizes never queue behind
@@ -41,8 +41,8 @@ mod spec;
 
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
 pub use spec::{
-    EtcFile, ExecSpec, ExitStatus, FailureKind, LayerSpec, NetworkSpec, RelayHeader, RunSpec,
-    TermSize, Transport,
+    EtcFile, ExecSpec, ExitStatus, FailureKind, ImageRoot, NetworkSpec, RelayHeader, RootSpec,
+    RunSpec, TermSize, TmpfsMount, Transport, WritableLayer,
 };
 
 /// Protocol version; the host refuses a guest that speaks another one.
@@ -50,12 +50,14 @@ pub use spec::{
 /// 3: stdin flow control by [`Message::StdinCredit`].
 /// 4: the network, `/etc` files and published ports in the run spec; the relay on
 /// [`PUBLISH_PORT`].
-pub const VERSION: u32 = 4;
+/// 5: the root filesystem from disks ([`RootSpec`]) instead of layers streamed in the session;
+/// tmpfs mounts.
+pub const VERSION: u32 = 5;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
 pub const MAX_FRAME: usize = MAX_CHUNK + 64;
 
-/// Largest chunk of stdio or layer bytes a sender puts in one frame. Large chunks mean few
+/// Largest chunk of stdio bytes a sender puts in one frame. Large chunks mean few
 /// frames per gigabyte; guest-init reads the container's output in chunks this size and sends
 /// each with a single `write`, so a busy stdout makes 1 MiB vsock writes from the guest.
 pub const MAX_CHUNK: usize = 1 << 20;

@@ -23,8 +23,11 @@ pub struct RunSpec {
     pub term_size: Option<TermSize>,
     /// Whether the host sends stdin; without it the container's stdin is /dev/null.
     pub stdin: bool,
-    /// The image layers, bottom first; their bytes follow the spec on the wire in this order.
-    pub layers: Vec<LayerSpec>,
+    /// The container's root filesystem.
+    pub root: RootSpec,
+    /// tmpfs mounts inside the container (`--tmpfs`), in order.
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsMount>,
     /// The host's wall clock when the spec was sent, in nanoseconds since the Unix epoch (0:
     /// unknown). A guest without a clock of its own starts from it.
     #[serde(default)]
@@ -141,15 +144,43 @@ pub struct TermSize {
     pub cols: u16,
 }
 
-/// One image layer as it travels to the guest.
+/// The container's root filesystem (version 5): the image's files, read-only, under an
+/// overlay whose upper layer takes the container's writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerSpec {
-    /// OCI media type; tells the guest how the tar is compressed (gzip, zstd or none).
-    pub media_type: String,
-    /// `sha256:…` of the blob, already checked by the host.
-    pub digest: String,
-    /// Size of the blob in bytes.
-    pub size: u64,
+pub struct RootSpec {
+    pub image: ImageRoot,
+    pub writable: WritableLayer,
+}
+
+/// Where the image's files are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageRoot {
+    /// An EROFS filesystem on the virtio-blk disk with this serial.
+    Disk { serial: String },
+    /// A directory on the machine guest-init runs on (native mode, for tests).
+    Directory { path: String },
+}
+
+/// Where the container's writes go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WritableLayer {
+    /// An ext4 filesystem on the virtio-blk disk with this serial: the container's changes
+    /// outlive the VM (docker's container layer).
+    Disk { serial: String },
+    /// The guest's memory: the changes end with the VM.
+    Memory,
+    /// Nowhere: the root is read-only (`--read-only`); `/etc` files are still written first.
+    ReadOnly,
+}
+
+/// A tmpfs mounted in the container (`--tmpfs PATH[:OPTIONS]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// Absolute path inside the container.
+    pub path: String,
+    /// Mount options as the host checked them (`size=…`, `mode=…`, `nosuid`, …): `size`,
+    /// `mode`, `uid`, `gid`, `nr_inodes` go to tmpfs, the flags to the mount.
+    pub options: Vec<String>,
 }
 
 /// How the container's process ended. Decoding accepts only what a process can end with: a

@@ -193,7 +193,12 @@ pub fn rmi(args: RmiArgs) -> Result<i32> {
         }
     }
     let swept = store.sweep()?;
-    println!("Deleted: {} blob(s), {} bytes", swept.blobs, swept.bytes);
+    println!(
+        "Deleted: {} blob(s), {} image disk(s), {} bytes",
+        swept.blobs,
+        swept.disks,
+        swept.bytes + swept.disk_bytes
+    );
     Ok(0)
 }
 
@@ -257,8 +262,10 @@ pub fn prune() -> Result<i32> {
     let store = super::store()?;
     let swept = store.sweep()?;
     println!(
-        "Deleted: {} blob(s); reclaimed {} bytes",
-        swept.blobs, swept.bytes
+        "Deleted: {} blob(s), {} image disk(s); reclaimed {} bytes",
+        swept.blobs,
+        swept.disks,
+        swept.bytes + swept.disk_bytes
     );
     Ok(0)
 }

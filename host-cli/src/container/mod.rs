@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod detach;
+pub mod disks;
 pub mod exec;
 pub mod logs;
 pub mod monitor;

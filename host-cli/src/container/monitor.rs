@@ -209,6 +209,7 @@ pub fn supervise(
             .has_device()
             .then(|| c.config.network.mac_for(&c.config.id)),
         publish: c.config.network.publish.clone(),
+        disks: super::disks::attachments(&c.dir, c.config.read_only),
     };
     let mut watcher = Supervisor {
         c,
@@ -217,13 +218,7 @@ pub fn supervise(
         forward,
         report,
     };
-    let outcome = launch::launch(
-        &vm,
-        c.config.spec.clone(),
-        c.config.layer_paths.clone(),
-        attach,
-        &mut watcher,
-    );
+    let outcome = launch::launch(&vm, c.config.spec.clone(), attach, &mut watcher);
     let report = watcher.report.take();
     let mut st = watcher.state;
     let cut = shared.cut.load(Ordering::SeqCst);

@@ -37,8 +37,9 @@ pub struct Config {
     /// RFC 3339, UTC.
     pub created: String,
     pub spec: RunSpec,
-    /// The layer blobs, in `spec.layers` order.
-    pub layer_paths: Vec<PathBuf>,
+    /// `--read-only`: no writable layer.
+    #[serde(default)]
+    pub read_only: bool,
     pub engine: EngineKind,
     pub cpus: u8,
     pub memory_mib: u32,
@@ -422,7 +423,7 @@ mod tests {
                 network: None,
                 etc_files: vec![],
             },
-            layer_paths: vec![],
+            read_only: false,
             engine: EngineKind::Qemu,
             cpus: 1,
             memory_mib: 256,

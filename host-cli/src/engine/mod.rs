@@ -28,6 +28,14 @@ pub struct NetAttachment {
     pub socket: std::os::fd::OwnedFd,
 }
 
+/// A disk of the VM (virtio-blk), which the guest finds by its serial.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    pub read_only: bool,
+    pub serial: &'static str,
+}
+
 /// What every engine boots.
 #[derive(Debug)]
 pub struct BootConfig {
@@ -44,6 +52,8 @@ pub struct BootConfig {
     pub console_log: PathBuf,
     /// The network device, if the VM has one.
     pub network: Option<NetAttachment>,
+    /// The disks, in this order.
+    pub disks: Vec<Disk>,
 }
 
 /// A running VM.

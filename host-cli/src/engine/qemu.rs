@@ -89,6 +89,17 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
             format!("virtio-net-device,netdev=net0,mac={mac}"),
         ]);
     }
+    for (i, disk) in boot.disks.iter().enumerate() {
+        // qemu's option syntax doubles a comma inside a value
+        let file = disk.path.display().to_string().replace(',', ",,");
+        let ro = if disk.read_only { "on" } else { "off" };
+        args.extend([
+            "-drive".to_string(),
+            format!("file={file},if=none,id=disk{i},format=raw,readonly={ro}"),
+            "-device".into(),
+            format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial),
+        ]);
+    }
     args
 }
 
@@ -232,6 +243,18 @@ mod tests {
             vsock_uds: "/r/vsock".into(),
             console_log: "/r/console.log".into(),
             network: None,
+            disks: vec![
+                super::super::Disk {
+                    path: "/d/a,b/image.erofs".into(),
+                    read_only: true,
+                    serial: "img",
+                },
+                super::super::Disk {
+                    path: "/d/rw.ext4".into(),
+                    read_only: false,
+                    serial: "rw",
+                },
+            ],
         };
         let a = arguments(
             &boot,
@@ -252,6 +275,10 @@ mod tests {
             "-kernel /k/vmlinux -initrd /c/init.cpio",
             "-append console=ttyS0 quiet",
             "-no-reboot",
+            "-drive file=/d/a,,b/image.erofs,if=none,id=disk0,format=raw,readonly=on",
+            "-device virtio-blk-device,drive=disk0,serial=img",
+            "-drive file=/d/rw.ext4,if=none,id=disk1,format=raw,readonly=off",
+            "-device virtio-blk-device,drive=disk1,serial=rw",
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
         }

@@ -8,6 +8,7 @@
 //!   blobs of an image being added;
 //! - `locks/index`: exclusive around each read-modify-write of `index.json`;
 //! - `locks/blob-<hex>`: one writer per blob; the others wait and then find it stored;
+//! - `locks/disk-<key>`: one builder per image disk (see `disks`);
 //! - `locks/pin-<hex>`: shared by each container running that manifest; rmi and sweeps treat a
 //!   pinned manifest as in use.
 //!
@@ -15,6 +16,7 @@
 //! leaves either the old or the new state, plus temporary files that prune removes.
 
 mod blob;
+mod disks;
 pub mod error;
 mod lock;
 mod names;
@@ -27,6 +29,7 @@ use serde::de::DeserializeOwned;
 use tracing::{debug, info};
 
 pub use blob::{BlobWriter, Ingested};
+pub use disks::{disk_key, ImageDisk};
 pub use error::{StoreError, StoreResult};
 pub use lock::{Lock, Mode};
 pub use names::{write_atomic, Entry, SOURCE_DIGEST};
@@ -68,6 +71,9 @@ pub struct Summary {
 pub struct Swept {
     pub blobs: usize,
     pub bytes: u64,
+    /// Image disks removed, and their bytes.
+    pub disks: usize,
+    pub disk_bytes: u64,
 }
 
 impl Store {
@@ -372,8 +378,10 @@ impl Store {
     pub fn sweep(&self) -> StoreResult<Swept> {
         let _exclusive = self.lock("store", Mode::Exclusive)?;
         let mut keep: HashSet<String> = HashSet::new();
+        let mut manifests: Vec<String> = Vec::new();
         for e in self.entries()? {
             keep.extend(self.blobs_of(&e)?);
+            manifests.push(e.digest.clone());
         }
         let pins = fs::read_dir(self.locks_dir())
             .map_err(|e| StoreError::io("list", self.locks_dir(), e))?;
@@ -389,6 +397,7 @@ impl Store {
                         annotations: Default::default(),
                     };
                     keep.extend(self.blobs_of(&entry)?);
+                    manifests.push(entry.digest);
                 } else {
                     let _ = fs::remove_file(p.path());
                 }
@@ -396,7 +405,13 @@ impl Store {
                 let _ = fs::remove_file(p.path());
             }
         }
+        let mut disks = HashSet::new();
+        for m in &manifests {
+            let m: Manifest = self.json_blob(m)?;
+            disks.insert(disk_key(m.layers.iter().map(|l| l.digest.as_str())));
+        }
         let mut swept = Swept::default();
+        (swept.disks, swept.disk_bytes) = self.sweep_disks(&disks);
         let blobs = self.dir.join("blobs/sha256");
         for b in fs::read_dir(&blobs)
             .map_err(|e| StoreError::io("list", &blobs, e))?

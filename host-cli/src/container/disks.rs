@@ -1,0 +1,143 @@
+//! A container's disks, in its directory: the image's read-only EROFS disk, hard-linked from the
+//! store's cache (so the container keeps its image's files whatever later happens to the cache,
+//! at no cost in space), and its writable layer, a sparse ext4 disk made by `mke2fs` that holds
+//! everything the container changes, kept across `skiff start`s until `skiff rm` (`--read-only`
+//! containers have none). The guest finds each by its virtio-blk serial.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use image::ResolvedImage;
+use protocol::{ImageRoot, RootSpec, WritableLayer};
+
+use crate::engine::Disk;
+
+const IMAGE_SERIAL: &str = "skiff-image";
+const WRITABLE_SERIAL: &str = "skiff-rw";
+const IMAGE_FILE: &str = "image.erofs";
+const WRITABLE_FILE: &str = "rootfs.ext4";
+/// The writable layer's size; sparse, so only what the container writes takes space.
+const WRITABLE_SIZE: &str = "32G";
+
+/// Where the guest finds the container's root filesystem.
+pub fn root_spec(read_only: bool) -> RootSpec {
+    RootSpec {
+        image: ImageRoot::Disk {
+            serial: IMAGE_SERIAL.into(),
+        },
+        writable: if read_only {
+            WritableLayer::ReadOnly
+        } else {
+            WritableLayer::Disk {
+                serial: WRITABLE_SERIAL.into(),
+            }
+        },
+    }
+}
+
+/// The disks the container's VM gets.
+pub fn attachments(dir: &Path, read_only: bool) -> Vec<Disk> {
+    let mut disks = vec![Disk {
+        path: dir.join(IMAGE_FILE),
+        read_only: true,
+        serial: IMAGE_SERIAL,
+    }];
+    if !read_only {
+        disks.push(Disk {
+            path: dir.join(WRITABLE_FILE),
+            read_only: false,
+            serial: WRITABLE_SERIAL,
+        });
+    }
+    disks
+}
+
+/// The disks of `image`, as [`attachments`] names them, in the new container's directory.
+pub fn prepare(dir: &Path, image: &ResolvedImage, read_only: bool) -> Result<()> {
+    let store = crate::commands::store()?;
+    let spinner = building_spinner(image);
+    let progress = |n: u64| {
+        if let Some(s) = &spinner {
+            s.inc(n);
+        }
+    };
+    let disk = store
+        .image_disk(image, &progress)
+        .with_context(|| format!("cannot make the disk of image {}", image.reference))?;
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    if let Some(built) = disk.built {
+        tracing::debug!(?built, "image disk built");
+    }
+    let target = dir.join(IMAGE_FILE);
+    if fs::hard_link(&disk.path, &target).is_err() {
+        // another filesystem than the store's: a copy (a reflink where the filesystem can)
+        fs::copy(&disk.path, &target)
+            .with_context(|| format!("cannot copy the image disk to {}", target.display()))?;
+    }
+    if !read_only {
+        make_writable_layer(&dir.join(WRITABLE_FILE))?;
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal for building an image's disk, `None` elsewhere. It only
+/// appears when the build takes a while (a cached disk never shows it).
+fn building_spinner(image: &ResolvedImage) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = image.layers.iter().map(|l| l.size).sum();
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::hidden(),
+    );
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "writing the image disk [{bar:30}] {bytes:>10}/{total_bytes:<10} {elapsed}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let shown = bar.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        if !shown.is_finished() {
+            shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    });
+    Some(bar)
+}
+
+/// Makes the sparse ext4 writable layer at `path`.
+fn make_writable_layer(path: &Path) -> Result<()> {
+    let mke2fs: PathBuf = crate::programs::find("SKIFF_MKE2FS", "mke2fs").with_context(|| {
+        "mke2fs is not installed (it makes the container's writable layer): apt-get install e2fsprogs, or set SKIFF_MKE2FS"
+    })?;
+    let out = Command::new(&mke2fs)
+        .args(["-q", "-F", "-t", "ext4", "-m", "0"])
+        // the inode tables and journal stay unwritten (the guest mounts with noinit_itable),
+        // so the disk starts at a few MiB
+        .args([
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+        ])
+        .arg(path)
+        .arg(WRITABLE_SIZE)
+        .output()
+        .with_context(|| format!("cannot run {}", mke2fs.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} could not make the writable layer {}: {}",
+            mke2fs.display(),
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

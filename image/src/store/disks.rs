@@ -1,0 +1,218 @@
+//! Image disks: each image's layers written once into a read-only EROFS filesystem image (the
+//! container's root disk), cached under `$SKIFF_ROOT/images/disks/<key>.erofs`.
+//!
+//! The key is the sha256 of the writer's format version and the image's ordered layer digests:
+//! images that share all their layers (retagged, or differing only in config) share a disk, and
+//! the layer digests are checked content (every blob is verified against them), so no image can
+//! plant a disk another image will use. A disk is written to a temporary file under the shared
+//! store lock (so a sweep cannot remove it half-written) and renamed into place; a per-key lock
+//! makes concurrent first runs build it once, the others waiting for it. An existing disk whose
+//! superblock does not carry its key is rebuilt. Sweeps remove disks no name or running
+//! container's image references; a running VM holds its disk open, so removal never breaks it.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+use tracing::{debug, info};
+
+use super::{Mode, Store, StoreError, StoreResult};
+use crate::erofs::{self, Built, ErofsError};
+use crate::resolved::{Layer, ResolvedImage};
+
+/// Changes whenever the writer's output for the same layers changes.
+const WRITER_VERSION: &str = "skiff-erofs 1";
+
+/// An image disk ready to attach.
+#[derive(Debug)]
+pub struct ImageDisk {
+    pub path: PathBuf,
+    /// Open read-only: valid even if a sweep removes the path.
+    pub file: File,
+    /// What was built, when this call built it (`None`: it was cached).
+    pub built: Option<Built>,
+}
+
+/// The cache key of an image's disk.
+pub fn disk_key<'a>(layer_digests: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = Sha256::new();
+    h.update(WRITER_VERSION.as_bytes());
+    for d in layer_digests {
+        h.update(b"\n");
+        h.update(d.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+fn uuid_of_key(key: &str) -> [u8; 16] {
+    let mut uuid = [0u8; 16];
+    if let Ok(bytes) = hex::decode(&key[..32.min(key.len())]) {
+        uuid[..bytes.len()].copy_from_slice(&bytes);
+    }
+    uuid
+}
+
+/// Counts the bytes read from a layer blob for a progress report.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+}
+
+impl Store {
+    pub(crate) fn disks_dir(&self) -> PathBuf {
+        self.dir.join("disks")
+    }
+
+    fn disk_path(&self, key: &str) -> PathBuf {
+        self.disks_dir().join(format!("{key}.erofs"))
+    }
+
+    /// The image's disk, built now if it is not cached (`progress` gets the count of layer
+    /// bytes read as the build goes).
+    pub fn image_disk(
+        &self,
+        image: &ResolvedImage,
+        progress: &dyn Fn(u64),
+    ) -> StoreResult<ImageDisk> {
+        let key = disk_key(image.layers.iter().map(|l| l.digest.as_str()));
+        let path = self.disk_path(&key);
+        if let Some(file) = open_valid(&path, &key) {
+            return Ok(ImageDisk {
+                path,
+                file,
+                built: None,
+            });
+        }
+        let _one_builder = self.lock(&format!("disk-{key}"), Mode::Exclusive)?;
+        if let Some(file) = open_valid(&path, &key) {
+            debug!(%key, "another run built the image disk");
+            return Ok(ImageDisk {
+                path,
+                file,
+                built: None,
+            });
+        }
+        let _adding = self.adding()?;
+        let started = Instant::now();
+        let dir = self.disks_dir();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("disk-")
+            .tempfile_in(self.tmp_dir())
+            .map_err(|e| StoreError::io("create a temporary file in", self.tmp_dir(), e))?;
+        let built = write_layers(image, tmp.as_file(), uuid_of_key(&key), progress)?;
+        tmp.persist(&path)
+            .map_err(|e| StoreError::io("store the image disk as", &path, e.error))?;
+        info!(
+            image = %image.reference,
+            %key,
+            inodes = built.inodes,
+            bytes = built.bytes,
+            dead_bytes = built.dead_bytes,
+            elapsed = ?started.elapsed(),
+            "built the image disk"
+        );
+        let file = open_valid(&path, &key).ok_or_else(|| StoreError::Invalid {
+            what: format!("image disk {}", path.display()),
+            reason: "it cannot be read back after writing it".into(),
+        })?;
+        Ok(ImageDisk {
+            path,
+            file,
+            built: Some(built),
+        })
+    }
+
+    /// Removes the disks whose key is not in `keep`; returns their count and bytes. Called by
+    /// a sweep, which holds the store lock exclusively.
+    pub(crate) fn sweep_disks(&self, keep: &std::collections::HashSet<String>) -> (usize, u64) {
+        let Ok(dir) = fs::read_dir(self.disks_dir()) else {
+            return (0, 0);
+        };
+        let (mut count, mut bytes) = (0, 0);
+        for d in dir.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".erofs") else {
+                continue;
+            };
+            if keep.contains(key) {
+                continue;
+            }
+            let len = d.metadata().map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(d.path()).is_ok() {
+                debug!(%key, "removed an unreferenced image disk");
+                count += 1;
+                bytes += len;
+                let _ = fs::remove_file(self.locks_dir().join(format!("disk-{key}")));
+            }
+        }
+        (count, bytes)
+    }
+}
+
+/// Opens the disk at `path` if its superblock carries `key`.
+fn open_valid(path: &Path, key: &str) -> Option<File> {
+    let file = File::open(path).ok()?;
+    if erofs::uuid_of(&file) == Some(uuid_of_key(key)) {
+        Some(file)
+    } else {
+        if path.exists() {
+            info!(path = %path.display(), "the cached image disk is not valid: rebuilding it");
+        }
+        None
+    }
+}
+
+fn write_layers(
+    image: &ResolvedImage,
+    out: &File,
+    uuid: [u8; 16],
+    progress: &dyn Fn(u64),
+) -> StoreResult<Built> {
+    let mut readers = Vec::with_capacity(image.layers.len());
+    for layer in &image.layers {
+        readers.push(open_tar(layer, progress)?);
+    }
+    erofs::write(readers, out, uuid, |index, e| {
+        let layer = &image.layers[index];
+        ErofsError::Layer(format!("layer {} ({}): {e}", index + 1, layer.digest))
+    })
+    .map_err(|e| StoreError::Invalid {
+        what: format!("image {}", image.reference),
+        reason: e.to_string(),
+    })
+}
+
+/// The layer's tar stream, decompressed.
+fn open_tar<'a>(layer: &Layer, progress: &'a dyn Fn(u64)) -> StoreResult<Box<dyn Read + 'a>> {
+    let file = File::open(&layer.path).map_err(|e| StoreError::io("open", &layer.path, e))?;
+    let raw = io::BufReader::with_capacity(
+        256 << 10,
+        Counted {
+            inner: file,
+            progress,
+        },
+    );
+    Ok(match layer.compression {
+        crate::Compression::None => Box::new(raw),
+        crate::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        crate::Compression::Zstd => {
+            Box::new(ruzstd::decoding::StreamingDecoder::new(raw).map_err(|e| {
+                StoreError::Invalid {
+                    what: format!("layer {}", layer.digest),
+                    reason: format!("zstd stream: {e}"),
+                }
+            })?)
+        }
+    })
+}
