@@ -78,39 +78,41 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         Ok(c)
     };
     if args.detach {
-        return container::detach::start(create()?);
+        let c = create()?;
+        let id = c.config.id.clone();
+        return container::detach::start(c, &id, true);
     }
     // Before any thread starts: the signals are blocked in all of them.
     let blocked = forward::block()?;
     let c = create()?;
-    let result = foreground(&c, &args, blocked);
+    let result = foreground(&c, args.tty, args.interactive, blocked);
     if result.is_err() && c.config.auto_remove && c.dir.exists() {
         let _ = c.remove();
     }
     result
 }
 
-/// Supervises the container in this process, its stdio the user's. The output is not copied
-/// to the container's log: recording every line costs a large stream a measurable share of its
-/// speed.
-fn foreground(c: &Container, args: &RunArgs, blocked: forward::Blocked) -> Result<i32> {
+/// Supervises the container in this process, its stdio the user's (stdin with `interactive`).
+/// The output is not copied to the container's log: recording every line costs a large stream
+/// a measurable share of its speed.
+pub fn foreground(
+    c: &Container,
+    tty: bool,
+    interactive: bool,
+    blocked: forward::Blocked,
+) -> Result<i32> {
     let _lock = c.lock_monitor()?;
-    let _raw = if args.tty {
+    let _raw = if tty {
         terminal::RawMode::enter()?
     } else {
         None
     };
     let attach = Attach {
-        stdin: args
-            .interactive
-            .then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
+        stdin: interactive.then(|| Box::new(std::io::stdin()) as Box<dyn Read + Send>),
         stdout: Box::new(std::io::stdout()),
         stderr: Box::new(std::io::stderr()),
     };
-    let forward = Forward {
-        blocked,
-        tty: args.tty,
-    };
+    let forward = Forward { blocked, tty };
     let finished = monitor::supervise(c, attach, Some(forward), None)?;
     match finished.outcome {
         Ok(outcome) => Ok(launch::exit_code(outcome)),

@@ -23,6 +23,8 @@ pub enum ContainerCommand {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Start exited containers again, on their own filesystem.
+    Start(StartArgs),
     /// List a container's published ports.
     Port(PortArgs),
     /// The monitor of a detached container (started by `run -d`).
@@ -127,6 +129,18 @@ pub struct ExecArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach the container's output (and exit with its code).
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach its stdin too (for containers created with -i).
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// The container's state directory.
     pub dir: PathBuf,
@@ -144,6 +158,7 @@ pub fn dispatch(cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Wait(a) => c::wait(&a),
         ContainerCommand::Inspect(a) => c::inspect(&a),
         ContainerCommand::Exec(a) => super::exec::exec(a),
+        ContainerCommand::Start(a) => super::start::start(&a),
         ContainerCommand::Port(a) => c::port(&a),
         ContainerCommand::Monitor(a) => super::monitor::run(&a.dir),
     }

@@ -1,6 +1,6 @@
-//! `skiff run -d`: start the recorded container's monitor (skiff re-executed in its hidden
-//! `container-monitor` mode, in a session of its own), wait until the container runs, print
-//! its id.
+//! `skiff run -d` and `skiff start`: start the recorded container's monitor (skiff re-executed
+//! in its hidden `container-monitor` mode, in a session of its own), wait until the container
+//! runs, print its id (or the name it was started by).
 
 use std::fs::File;
 use std::io::Read;
@@ -22,8 +22,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// (and may be gone already with `--rm`).
 pub const START_REPORT_FD: &str = "SKIFF_START_REPORT_FD";
 
-/// Starts the monitor of the just created container `c`; returns skiff's exit code.
-pub fn start(c: Container) -> Result<i32> {
+/// Starts the monitor of container `c` and prints `shown` once it runs; returns skiff's exit
+/// code. A `fresh` container (just created by `run -d`) is removed if its monitor cannot start.
+pub fn start(c: Container, shown: &str, fresh: bool) -> Result<i32> {
     let log = c.dir.join("monitor.log");
     let stderr = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the skiff executable")?;
@@ -52,7 +53,9 @@ pub fn start(c: Container) -> Result<i32> {
     let mut monitor = match spawned {
         Ok(m) => m,
         Err(e) => {
-            let _ = c.remove();
+            if fresh {
+                let _ = c.remove();
+            }
             return Err(e).context("cannot start the container's monitor");
         }
     };
@@ -67,7 +70,7 @@ pub fn start(c: Container) -> Result<i32> {
     let mut words = line.trim_end().splitn(3, ' ');
     match (words.next(), words.next(), words.next()) {
         (Some("running"), _, _) => {
-            println!("{}", c.config.id);
+            println!("{shown}");
             Ok(0)
         }
         (Some("exited"), Some(code), error) => {
@@ -80,7 +83,7 @@ pub fn start(c: Container) -> Result<i32> {
                     Ok(code)
                 }
                 _ => {
-                    println!("{}", c.config.id);
+                    println!("{shown}");
                     Ok(0)
                 }
             }

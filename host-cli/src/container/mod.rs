@@ -10,5 +10,6 @@ pub mod disks;
 pub mod exec;
 pub mod logs;
 pub mod monitor;
+pub mod start;
 pub mod state;
 pub mod time;
