@@ -39,6 +39,11 @@ cargo test --quiet --release -p skiff-vmm --lib net_throughput -- --ignored --no
     grep -v -e '^running' -e '^test result' -e '^$' -e '^test '
 
 echo
+echo "== 2c. virtio-blk device model throughput, 1 GiB of 256 KiB reads from a file in the page cache, vs pread alone"
+cargo test --quiet --release -p skiff-vmm --lib block_throughput -- --ignored --nocapture 2>&1 |
+    grep -v -e '^running' -e '^test result' -e '^$' -e '^test '
+
+echo
 echo "== 3. guest-init container setup (spec in → exec), natively, vs crun run"
 cargo test --quiet --release -p guest-init --test native -- --ignored bench_container_setup --nocapture 2>&1 |
     grep -e BENCH -e ratio || true

@@ -23,6 +23,7 @@ fn boot(kernel: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         serial: SerialOutput::Stdout,
         vsock: None,
         net: None,
+        disks: Vec::new(),
     };
     run_vm(&config, &StopHandle::new())?;
     Ok(())

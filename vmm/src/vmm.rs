@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::boot::{self, BootError, KernelBoot};
+use crate::devices::block::{BlockDevice, BlockError};
 use crate::devices::console::{ConsoleWriter, PanicNote};
 use crate::devices::net::{NetDevice, NetError, StreamBackend};
+use crate::devices::virtio::VirtioDevice;
+use crate::devices::virtio_block::VirtioBlock;
 use crate::devices::virtio_net::VirtioNet;
 use crate::devices::virtio_vsock::VirtioVsock;
 use crate::devices::vsock::{VsockDevice, VsockError};
@@ -30,20 +33,24 @@ pub enum SerialOutput {
 }
 
 /// Everything needed to boot one guest.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct VmConfig {
     pub vcpus: u8,
     pub memory_mib: u64,
     /// A `vmlinux` with a PVH entry note.
     pub kernel: PathBuf,
     pub initramfs: Option<PathBuf>,
-    /// The command line; `virtio_mmio.device=` entries are appended for each device.
+    /// The command line; `virtio_mmio.device=` entries are appended for each device (vsock,
+    /// net, then the disks).
     pub cmdline: String,
     pub serial: SerialOutput,
     /// The guest's vsock CID and the host Unix socket path of its hybrid-vsock endpoint.
     pub vsock: Option<(u64, PathBuf)>,
     /// A network card, if the guest gets one.
     pub net: Option<NetConfig>,
+    /// The guest's disks, attached in this order after the other devices; a disk's serial
+    /// tells the guest which one it is (`/sys/block/vd*/serial`).
+    pub disks: Vec<DiskConfig>,
 }
 
 /// The guest's network card: its MAC and MTU, and the connected Unix stream socket of the host
@@ -54,6 +61,16 @@ pub struct NetConfig {
     pub socket: Arc<UnixStream>,
     pub mac: [u8; 6],
     pub mtu: u16,
+}
+
+/// A disk of the guest: a virtio-blk device over `file` (a regular file or a block device,
+/// its size rounded down to 512-byte sectors), which the guest may only read if `read_only`,
+/// and whose serial (at most 20 bytes) the guest reads as its id.
+#[derive(Debug)]
+pub struct DiskConfig {
+    pub file: File,
+    pub read_only: bool,
+    pub serial: String,
 }
 
 /// Errors starting a VM: each variant is one line for the user.
@@ -85,6 +102,12 @@ pub enum VmmError {
     Vsock { path: PathBuf, source: VsockError },
     #[error("cannot create the network device: {0}")]
     Net(NetError),
+    #[error("cannot create disk {index} (serial {serial:?}): {source}")]
+    Disk {
+        index: usize,
+        serial: String,
+        source: BlockError,
+    },
     #[error(transparent)]
     Hypervisor(HypervisorError),
     #[error(transparent)]
@@ -149,6 +172,23 @@ fn net_device(socket: &UnixStream, mac: [u8; 6], mtu: u16) -> Result<NetDevice, 
     NetDevice::new(mac, mtu, Box::new(backend))
 }
 
+fn block_device(disk: &DiskConfig) -> Result<BlockDevice, BlockError> {
+    let file = disk.file.try_clone().map_err(BlockError::File)?;
+    BlockDevice::new(file, disk.read_only, &disk.serial)
+}
+
+/// Puts `device` on the machine and announces it on `cmdline`.
+fn attach(
+    machine: &mut Machine,
+    cmdline: &mut String,
+    device: Box<dyn VirtioDevice>,
+) -> Result<(), VmmError> {
+    let entry = machine.add_virtio(device)?;
+    cmdline.push(' ');
+    cmdline.push_str(&entry);
+    Ok(())
+}
+
 /// Boots `config.kernel` and runs the guest until it ends or `stop` is used.
 ///
 /// A guest reset is the normal end. A kernel panic seen on the console, a guest-reported
@@ -176,15 +216,27 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
             path: path.clone(),
             source,
         })?;
-        let entry = machine.add_virtio(Box::new(VirtioVsock::new(device)))?;
-        cmdline.push(' ');
-        cmdline.push_str(&entry);
+        attach(
+            &mut machine,
+            &mut cmdline,
+            Box::new(VirtioVsock::new(device)),
+        )?;
     }
     if let Some(net) = &config.net {
         let device = net_device(&net.socket, net.mac, net.mtu).map_err(VmmError::Net)?;
-        let entry = machine.add_virtio(Box::new(VirtioNet::new(device)))?;
-        cmdline.push(' ');
-        cmdline.push_str(&entry);
+        attach(&mut machine, &mut cmdline, Box::new(VirtioNet::new(device)))?;
+    }
+    for (index, disk) in config.disks.iter().enumerate() {
+        let device = block_device(disk).map_err(|source| VmmError::Disk {
+            index,
+            serial: disk.serial.clone(),
+            source,
+        })?;
+        attach(
+            &mut machine,
+            &mut cmdline,
+            Box::new(VirtioBlock::new(device)),
+        )?;
     }
     let state = boot::load_kernel(
         machine.memory(),

@@ -61,6 +61,7 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
             mac: [0x52, 0x54, 0x00, 0x12, 0x34, 0x56],
             mtu: 65520,
         }),
+        disks: Vec::new(),
     };
     let stop = StopHandle::new();
     let vm = {

@@ -316,6 +316,7 @@ fn config(kernel: std::path::PathBuf, serial: SerialOutput) -> VmConfig {
         serial,
         vsock: None,
         net: None,
+        disks: Vec::new(),
     }
 }
 

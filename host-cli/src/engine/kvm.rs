@@ -84,6 +84,7 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         serial: SerialOutput::File(boot.console_log.clone()),
         vsock: Some((GUEST_CID, boot.vsock_uds.clone())),
         net,
+        disks: Vec::new(),
     };
     let stop = StopHandle::new();
     let (tx, done) = mpsc::channel();

@@ -1,10 +1,13 @@
 //! A descriptor chain seen as one byte stream: the guest may split a packet (header included)
-//! over any number of descriptors, at any byte boundary.
+//! over any number of descriptors, at any byte boundary. A chain with both directions (a
+//! request and its reply) is two streams: the device-readable part, then the device-writable
+//! one ([`SplitChain`]).
 
 use std::ops::Deref;
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError};
+use vm_memory::bitmap::BS;
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryError, Permissions, VolatileSlice};
 
 /// Which descriptors a chain must consist of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub enum Access {
 pub enum ChainError {
     #[error("descriptor {index} of the chain has the wrong direction for this queue")]
     WrongDirection { index: usize },
+    #[error("descriptor {index} of the chain is device-readable after a device-writable one")]
+    ReadableAfterWritable { index: usize },
     #[error("chain is {have} bytes long, {need} needed")]
     TooShort { have: usize, need: usize },
     #[error("guest memory access at {addr:#x} (+{len}) failed: {reason}")]
@@ -55,24 +60,27 @@ impl ChainBuffer {
         M: Deref,
         M::Target: GuestMemory,
     {
-        self.segments.clear();
-        self.len = 0;
+        self.clear();
         for (index, desc) in chain.enumerate() {
             if desc.is_write_only() != (access == Access::Write) {
                 return Err(ChainError::WrongDirection { index });
             }
-            let len = desc.len() as usize;
-            if len > 0 {
-                self.segments.push((desc.addr(), len));
-                self.len += len;
-            }
+            self.push(desc.addr(), desc.len());
         }
         Ok(())
     }
 
-    /// Number of guest ranges (non-empty descriptors) of the chain.
-    pub fn segments(&self) -> usize {
-        self.segments.len()
+    fn clear(&mut self) {
+        self.segments.clear();
+        self.len = 0;
+    }
+
+    fn push(&mut self, addr: GuestAddress, len: u32) {
+        let len = len as usize;
+        if len > 0 {
+            self.segments.push((addr, len));
+            self.len += len;
+        }
     }
 
     /// Total number of bytes the chain covers.
@@ -117,6 +125,26 @@ impl ChainBuffer {
         Ok(())
     }
 
+    /// Bytes `offset..offset + len` of the stream as slices of mapped guest memory, in order
+    /// (a guest range over two memory regions gives two).
+    pub fn slices<'m, M: GuestMemory>(
+        &self,
+        mem: &'m M,
+        offset: usize,
+        len: usize,
+        access: Permissions,
+    ) -> Result<Vec<VolatileSlice<'m, BS<'m, M::Bitmap>>>, ChainError> {
+        self.check_bounds(offset, len)?;
+        let mut slices = Vec::with_capacity(self.segments.len());
+        for (addr, len) in self.ranges(offset, len) {
+            let memory = |e| ChainError::memory(addr, len, e);
+            for slice in mem.get_slices(addr, len, access).map_err(memory)? {
+                slices.push(slice.map_err(memory)?);
+            }
+        }
+        Ok(slices)
+    }
+
     /// Reads `buf.len()` bytes starting at stream offset `offset`.
     pub fn read_at<M: GuestMemory>(
         &self,
@@ -149,6 +177,45 @@ impl ChainBuffer {
             done += len;
         }
         Ok(())
+    }
+}
+
+/// A chain of device-readable descriptors followed by device-writable ones (the order the
+/// virtio spec prescribes, 2.7.4.2), as two streams. Reused across chains.
+#[derive(Debug, Default)]
+pub struct SplitChain {
+    pub readable: ChainBuffer,
+    pub writable: ChainBuffer,
+}
+
+impl SplitChain {
+    /// Collects the ranges of `chain` into its two parts. A device-readable descriptor after a
+    /// device-writable one is refused, but only once the whole chain is collected, so the
+    /// caller still finds the end of the writable part (where a reply's status goes).
+    pub fn load<M>(&mut self, chain: DescriptorChain<M>) -> Result<(), ChainError>
+    where
+        M: Deref,
+        M::Target: GuestMemory,
+    {
+        self.readable.clear();
+        self.writable.clear();
+        let mut writable_seen = false;
+        let mut misplaced = None;
+        for (index, desc) in chain.enumerate() {
+            if desc.is_write_only() {
+                writable_seen = true;
+                self.writable.push(desc.addr(), desc.len());
+            } else {
+                if writable_seen {
+                    misplaced.get_or_insert(index);
+                }
+                self.readable.push(desc.addr(), desc.len());
+            }
+        }
+        match misplaced {
+            Some(index) => Err(ChainError::ReadableAfterWritable { index }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -131,6 +131,11 @@ impl Ring {
         out
     }
 
+    /// The descriptor table, available ring and used ring, as a driver tells the transport.
+    pub fn areas(&self) -> [GuestAddress; 3] {
+        [self.desc, self.avail, self.used]
+    }
+
     pub fn in_flight(&self) -> usize {
         self.chains.len()
     }

@@ -127,15 +127,14 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
 }
 
-/// The queues, memory and interrupt of a started device with one RX/TX queue pair (vsock,
-/// net), in the spec's order: RX is queue 0, TX queue 1.
-pub struct ActivePair {
+/// The queues, memory and interrupt of a started device, in the spec's queue order.
+pub struct ActiveQueues {
     pub mem: GuestMemoryMmap,
     pub queues: Vec<Queue>,
     pub interrupt: Arc<VirtioInterrupt>,
 }
 
-impl ActivePair {
+impl ActiveQueues {
     /// Takes what `activate` got, checking the device `name` got the `want` queues it has.
     pub fn new(
         name: &str,
@@ -144,7 +143,7 @@ impl ActivePair {
         features: u64,
         queues: Vec<Queue>,
         interrupt: Arc<VirtioInterrupt>,
-    ) -> Result<ActivePair, ActivateError> {
+    ) -> Result<ActiveQueues, ActivateError> {
         if queues.len() != want {
             return Err(ActivateError(format!(
                 "{name} needs {want} queues, got {}",
@@ -152,14 +151,14 @@ impl ActivePair {
             )));
         }
         tracing::debug!("{name}: activated with features {features:#x}");
-        Ok(ActivePair {
+        Ok(ActiveQueues {
             mem,
             queues,
             interrupt,
         })
     }
 
-    /// The RX and TX queues.
+    /// The RX and TX queues of a device with one RX/TX pair (vsock, net): queues 0 and 1.
     pub fn rx_tx(&mut self) -> Option<(&GuestMemoryMmap, &mut Queue, &mut Queue)> {
         match self.queues.as_mut_slice() {
             [rx, tx, ..] => Some((&self.mem, rx, tx)),
@@ -167,11 +166,17 @@ impl ActivePair {
         }
     }
 
-    /// Interrupts the guest once if a used ring that changed (`rx_used`, `tx_used`) asks for
-    /// it, as the ring's notification suppression allows.
-    pub fn signal_used(&mut self, rx_used: bool, tx_used: bool) {
+    /// The first queue, for a device with one (block).
+    pub fn first(&mut self) -> Option<(&GuestMemoryMmap, &mut Queue)> {
+        let queue = self.queues.first_mut()?;
+        Some((&self.mem, queue))
+    }
+
+    /// Interrupts the guest once if a used ring that changed (`used[i]` for queue `i`) asks
+    /// for it, as the ring's notification suppression allows.
+    pub fn signal_used(&mut self, used: &[bool]) {
         let mut notify = false;
-        for (used, queue) in [rx_used, tx_used].into_iter().zip(&mut self.queues) {
+        for (&used, queue) in used.iter().zip(&mut self.queues) {
             // Every changed ring is asked (with event-idx, asking records what was signalled).
             if used {
                 notify |= queue.needs_notification(&self.mem).unwrap_or(true);

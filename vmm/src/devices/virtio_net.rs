@@ -12,7 +12,7 @@ use vm_memory::GuestMemoryMmap;
 use super::net::{
     NetDevice, DEVICE_FEATURES, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_NET,
 };
-use super::virtio::{ActivateError, ActivePair, VirtioDevice, VirtioInterrupt};
+use super::virtio::{ActivateError, ActiveQueues, VirtioDevice, VirtioInterrupt};
 
 // The queue order of the virtio spec (5.1.2), which `process` relies on.
 const _: () = assert!(RX_QUEUE == 0 && TX_QUEUE == 1);
@@ -21,7 +21,7 @@ const _: () = assert!(RX_QUEUE == 0 && TX_QUEUE == 1);
 pub struct VirtioNet {
     device: NetDevice,
     max_sizes: [u16; NUM_QUEUES],
-    active: Option<ActivePair>,
+    active: Option<ActiveQueues>,
 }
 
 impl VirtioNet {
@@ -47,7 +47,7 @@ impl VirtioNet {
                 return;
             }
         };
-        active.signal_used(activity.rx_used, activity.tx_used);
+        active.signal_used(&[activity.rx_used, activity.tx_used]);
         if link_changed || activity.link_changed {
             active.interrupt.signal_config_change();
         }
@@ -78,7 +78,7 @@ impl VirtioDevice for VirtioNet {
         queues: Vec<Queue>,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        self.active = Some(ActivePair::new(
+        self.active = Some(ActiveQueues::new(
             "net", NUM_QUEUES, mem, features, queues, interrupt,
         )?);
         // Frames may already be waiting.

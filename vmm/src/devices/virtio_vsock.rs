@@ -8,7 +8,7 @@ use std::sync::Arc;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
-use super::virtio::{ActivateError, ActivePair, VirtioDevice, VirtioInterrupt};
+use super::virtio::{ActivateError, ActiveQueues, VirtioDevice, VirtioInterrupt};
 use super::vsock::{
     VsockDevice, DEVICE_FEATURES, NUM_QUEUES, QUEUE_MAX_SIZE, RX_QUEUE, TX_QUEUE, VIRTIO_ID_VSOCK,
 };
@@ -20,7 +20,7 @@ const _: () = assert!(RX_QUEUE == 0 && TX_QUEUE == 1);
 pub struct VirtioVsock {
     device: VsockDevice,
     max_sizes: [u16; NUM_QUEUES],
-    active: Option<ActivePair>,
+    active: Option<ActiveQueues>,
 }
 
 impl VirtioVsock {
@@ -46,7 +46,7 @@ impl VirtioVsock {
                 return;
             }
         };
-        active.signal_used(activity.rx_used, activity.tx_used);
+        active.signal_used(&[activity.rx_used, activity.tx_used]);
     }
 }
 
@@ -74,7 +74,7 @@ impl VirtioDevice for VirtioVsock {
         queues: Vec<Queue>,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Result<(), ActivateError> {
-        self.active = Some(ActivePair::new(
+        self.active = Some(ActiveQueues::new(
             "vsock", NUM_QUEUES, mem, features, queues, interrupt,
         )?);
         // Host connections may already be waiting.

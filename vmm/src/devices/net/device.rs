@@ -15,8 +15,8 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use super::backend::{BackendError, FrameBackend, Sent, MAX_FRAME_LEN};
 use super::error::NetError;
-use super::ratelimit::RateLimited;
 use crate::devices::chain::{Access, ChainBuffer, ChainError};
+use crate::devices::ratelimit::RateLimited;
 use crate::devices::virtio::read_config_space;
 
 /// Virtio device type of a network card.
@@ -128,7 +128,7 @@ impl NetDevice {
             tx_unflushed: false,
             rx_frame: vec![0; MAX_FRAME_LEN].into_boxed_slice(),
             rx_pending: None,
-            warnings: RateLimited::default(),
+            warnings: RateLimited::new("net"),
         })
     }
 
@@ -310,13 +310,10 @@ impl NetDevice {
         let Some(link) = &mut self.link else {
             return Some(true);
         };
-        let mut slices = Vec::with_capacity(self.chain.segments());
-        for (addr, len) in self.chain.ranges(NET_HDR_LEN, frame_len) {
-            let pieces = mem.get_slices(addr, len, Permissions::Read).ok()?;
-            for piece in pieces {
-                slices.push(piece.ok()?);
-            }
-        }
+        let slices = self
+            .chain
+            .slices(mem, NET_HDR_LEN, frame_len, Permissions::Read)
+            .ok()?;
         let guards: Vec<_> = slices.iter().map(|s| s.ptr_guard()).collect();
         let pieces: Vec<IoSlice<'_>> = guards
             .iter()

@@ -25,7 +25,6 @@
 mod backend;
 mod device;
 mod error;
-mod ratelimit;
 mod stream;
 
 #[cfg(test)]

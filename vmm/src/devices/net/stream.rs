@@ -8,7 +8,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use super::backend::{BackendError, FrameBackend, Sent, MAX_FRAME_LEN};
-use super::ratelimit::RateLimited;
+use crate::devices::ratelimit::RateLimited;
 use crate::devices::socket::{send_vectored, NoSigPipe};
 
 /// Bytes of the length prefix.
@@ -46,7 +46,7 @@ impl StreamBackend {
             read_end: 0,
             write_buf: Vec::with_capacity(PREFIX_LEN + MAX_FRAME_LEN),
             write_pos: 0,
-            warnings: RateLimited::default(),
+            warnings: RateLimited::new("net"),
         })
     }
 
