@@ -120,7 +120,11 @@ pub fn assemble(spec: &RootSpec, root: &Path, scratch: &Path) -> Result<()> {
     }
     let upper = writable.join("upper");
     let work = writable.join("work");
-    mkdir_p(&upper, 0o755)?;
+    if !upper.exists() {
+        mkdir_p(&upper, 0o755)?;
+        // the overlay's root shows its upper directory's attributes: the image root's
+        copy_attributes(&lower, &upper)?;
+    }
     mkdir_p(&work, 0o700)?;
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
@@ -140,6 +144,31 @@ pub fn assemble(spec: &RootSpec, root: &Path, scratch: &Path) -> Result<()> {
         "root filesystem assembled"
     );
     Ok(())
+}
+
+/// Gives `to` the owner, mode and times of `from`.
+fn copy_attributes(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(from).ctx(|| format!("stat {}", from.display()))?;
+    std::os::unix::fs::chown(to, Some(m.uid()), Some(m.gid()))
+        .ctx(|| format!("chown {}", to.display()))?;
+    fs::set_permissions(
+        to,
+        std::os::unix::fs::PermissionsExt::from_mode(m.mode() & 0o7777),
+    )
+    .ctx(|| format!("chmod {}", to.display()))?;
+    let times = [
+        nix::sys::time::TimeSpec::new(m.atime(), m.atime_nsec()),
+        nix::sys::time::TimeSpec::new(m.mtime(), m.mtime_nsec()),
+    ];
+    nix::sys::stat::utimensat(
+        None,
+        to,
+        &times[0],
+        &times[1],
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )
+    .ctx(|| format!("set the times of {}", to.display()))
 }
 
 /// Inside the container, once its own mounts are in place: the tmpfs mounts of the spec, then

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+pub mod oci;
 mod root;
 pub use root::{assert_no_vm_left, busybox, Root};
 

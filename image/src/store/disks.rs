@@ -189,7 +189,8 @@ fn write_layers(
     })
     .map_err(|e| StoreError::Invalid {
         what: format!("image {}", image.reference),
-        reason: e.to_string(),
+        // a tar error may quote the layer's bytes
+        reason: super::error::one_line(&e.to_string(), 300),
     })
 }
 
