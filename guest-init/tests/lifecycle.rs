@@ -13,16 +13,9 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use protocol::{ExecSpec, ExitStatus, FailureKind, LayerSpec, RunSpec, TermSize};
+use protocol::{ExecSpec, ExitStatus, FailureKind, RunSpec, TermSize};
 use skiff::session::{Outcome, Report, Session, SessionError, SessionIo, SignalSender};
-use support::{busybox_layer, require_prerequisites, spec, Comp, Guest};
-
-fn busybox_image() -> (tempfile::TempDir, Vec<LayerSpec>, Vec<PathBuf>) {
-    require_prerequisites();
-    let dir = tempfile::tempdir().unwrap();
-    let (s, p) = busybox_layer().blob(dir.path(), Comp::Gzip);
-    (dir, vec![s], vec![p])
-}
+use support::{Guest, Image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -63,11 +56,8 @@ struct Background {
     done: thread::JoinHandle<Report>,
 }
 
-fn start_background(
-    s: RunSpec,
-    blobs: Vec<PathBuf>,
-    stdin: Option<Box<dyn Read + Send>>,
-) -> Background {
+/// `s`'s image must stay mounted until `done` is joined.
+fn start_background(s: RunSpec, stdin: Option<Box<dyn Read + Send>>) -> Background {
     let guest = Guest::start();
     let signals = guest.signals();
     let exec_socket = guest.exec_socket.clone();
@@ -87,7 +77,7 @@ fn start_background(
             stdout: &mut w,
             stderr: &mut err,
         };
-        let report = session.run(&s, &blobs, io).expect("session failed");
+        let report = session.run(&s, io).expect("session failed");
         assert!(child.wait().unwrap().success());
         report
     });
@@ -135,16 +125,13 @@ fn exited(code: i32) -> Outcome {
 
 #[test]
 fn exec_runs_inside_the_running_container() {
-    let (_d, layers, blobs) = busybox_image();
-    let s = spec(
-        &[
-            "sh",
-            "-c",
-            "echo written-by-pid1 > /tmp/mark; echo ready; sleep 100",
-        ],
-        layers,
-    );
-    let mut bg = start_background(s, blobs, None);
+    let image = Image::busybox();
+    let s = image.spec(&[
+        "sh",
+        "-c",
+        "echo written-by-pid1 > /tmp/mark; echo ready; sleep 100",
+    ]);
+    let mut bg = start_background(s, None);
     read_until(&bg.out, &mut bg.seen, "ready\n");
     let sock = bg.exec_socket.clone();
 
@@ -200,16 +187,12 @@ fn exec_runs_inside_the_running_container() {
 
 #[test]
 fn exec_dies_with_the_container() {
-    let (_d, layers, blobs) = busybox_image();
-    let s = spec(&["sh", "-c", "echo ready; read x; exit 3"], layers);
+    let image = Image::busybox();
+    let s = image.spec(&["sh", "-c", "echo ready; read x; exit 3"]);
     let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
     let mut s = s;
     s.stdin = true;
-    let mut bg = start_background(
-        s,
-        blobs,
-        Some(Box::new(ChannelReader(stdin_rx, Vec::new()))),
-    );
+    let mut bg = start_background(s, Some(Box::new(ChannelReader(stdin_rx, Vec::new()))));
     read_until(&bg.out, &mut bg.seen, "ready\n");
     let sock = bg.exec_socket.clone();
     let long = thread::spawn(move || exec(&sock, &exec_spec(&["sleep", "100"]), None));
@@ -241,17 +224,14 @@ impl Read for ChannelReader {
 
 #[test]
 fn terminal_size_resize_and_ctrl_c() {
-    let (_d, layers, blobs) = busybox_image();
-    let mut s = spec(
-        &[
-            "sh",
-            "-c",
-            "tty; stty size; echo ready; read x; stty size; \
+    let image = Image::busybox();
+    let mut s = image.spec(&[
+        "sh",
+        "-c",
+        "tty; stty size; echo ready; read x; stty size; \
              trap 'echo caught INT; echo after; exit 5' INT; echo armed; \
              while :; do sleep 0.1; done",
-        ],
-        layers,
-    );
+    ]);
     s.tty = true;
     s.stdin = true;
     s.term_size = Some(TermSize {
@@ -259,11 +239,7 @@ fn terminal_size_resize_and_ctrl_c() {
         cols: 100,
     });
     let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>();
-    let mut bg = start_background(
-        s,
-        blobs,
-        Some(Box::new(ChannelReader(stdin_rx, Vec::new()))),
-    );
+    let mut bg = start_background(s, Some(Box::new(ChannelReader(stdin_rx, Vec::new()))));
     read_until(&bg.out, &mut bg.seen, "ready\r\n");
     let first = text(&bg.seen);
     assert!(first.starts_with("/dev/pts/"), "{first}");
@@ -285,9 +261,9 @@ fn terminal_size_resize_and_ctrl_c() {
 
 #[test]
 fn exec_with_a_terminal() {
-    let (_d, layers, blobs) = busybox_image();
-    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
-    let mut bg = start_background(s, blobs, None);
+    let image = Image::busybox();
+    let s = image.spec(&["sh", "-c", "echo ready; sleep 100"]);
+    let mut bg = start_background(s, None);
     read_until(&bg.out, &mut bg.seen, "ready\n");
     let mut e = exec_spec(&[
         "sh",
@@ -341,19 +317,16 @@ fn join_within<T>(t: thread::JoinHandle<T>, limit: Duration, what: &str) -> T {
 
 #[test]
 fn a_signal_passes_stdin_the_container_never_reads() {
-    let (_d, layers, blobs) = busybox_image();
+    let image = Image::busybox();
     // PID 1 of its namespace gets SIGTERM only through a handler; the shell never reads stdin.
-    let mut s = spec(
-        &[
-            "sh",
-            "-c",
-            "trap 'exit 143' TERM; echo ready; sleep 100 & wait",
-        ],
-        layers,
-    );
+    let mut s = image.spec(&[
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; echo ready; sleep 100 & wait",
+    ]);
     s.stdin = true;
     let taken = Arc::new(AtomicU64::new(0));
-    let mut bg = start_background(s, blobs, Some(Box::new(Endless(taken.clone()))));
+    let mut bg = start_background(s, Some(Box::new(Endless(taken.clone()))));
     read_until(&bg.out, &mut bg.seen, "ready\n");
     wait_for_stdin(&taken, 1 << 20);
     let backed_up = taken.load(Ordering::SeqCst);
@@ -372,9 +345,9 @@ fn a_signal_passes_stdin_the_container_never_reads() {
 
 #[test]
 fn a_signal_passes_stdin_an_exec_never_reads() {
-    let (_d, layers, blobs) = busybox_image();
-    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
-    let mut bg = start_background(s, blobs, None);
+    let image = Image::busybox();
+    let s = image.spec(&["sh", "-c", "echo ready; sleep 100"]);
+    let mut bg = start_background(s, None);
     read_until(&bg.out, &mut bg.seen, "ready\n");
     let stream = UnixStream::connect(&bg.exec_socket).unwrap();
     let session = Session::new(stream).unwrap();
@@ -403,13 +376,13 @@ fn a_signal_passes_stdin_an_exec_never_reads() {
 
 #[test]
 fn a_cut_off_session_ends_at_once_and_takes_the_process() {
-    let (_d, layers, blobs) = busybox_image();
+    let image = Image::busybox();
     // PID 1 without a handler: SIGTERM does nothing to it.
-    let s = spec(&["sh", "-c", "echo ready; sleep 100"], layers);
+    let s = image.spec(&["sh", "-c", "echo ready; sleep 100"]);
     let guest = Guest::start();
     let signals = guest.signals();
     let (tx, out) = mpsc::channel();
-    let done = thread::spawn(move || guest.run(&s, &blobs, None, &mut ChannelWriter(tx)));
+    let done = thread::spawn(move || guest.run(&s, None, &mut ChannelWriter(tx)));
     read_until(&out, &mut Vec::new(), "ready\n");
     signals.send(15).unwrap();
     assert!(signals.cut_off());

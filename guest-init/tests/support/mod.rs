@@ -1,5 +1,7 @@
-//! Helpers of the native guest-init tests: real layer blobs built with the tar crate, a
-//! busybox image, and one session against a real `guest-init --connect-unix` process.
+//! Helpers of the native guest-init tests: layer tars built with the tar crate, written into
+//! an EROFS image by skiff's own writer and loop-mounted read-only on the host (the image
+//! directory native mode takes), a busybox image, and one session against a real
+//! `guest-init --connect-unix` process.
 // Each test binary uses its own part of these helpers.
 #![allow(dead_code)]
 
@@ -7,10 +9,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use protocol::{LayerSpec, RunSpec};
-use sha2::{Digest, Sha256};
+use image::erofs::{self, Built, ErofsError};
+use protocol::{ImageRoot, RootSpec, RunSpec, WritableLayer};
 use skiff::session::{Report, Session, SessionError, SessionIo, SignalSender};
 
 pub const BUSYBOX: &str = "/bin/busybox";
@@ -25,14 +28,6 @@ pub fn require_prerequisites() {
         Path::new(BUSYBOX).exists(),
         "{BUSYBOX} is missing: apt-get install busybox-static"
     );
-}
-
-/// How a layer blob is compressed.
-#[derive(Clone, Copy)]
-pub enum Comp {
-    Plain,
-    Gzip,
-    Zstd,
 }
 
 /// A layer tar under construction.
@@ -103,50 +98,125 @@ impl Layer {
     pub fn into_tar(self) -> Vec<u8> {
         self.b.into_inner().unwrap()
     }
+}
 
-    /// Writes the blob into `dir` and returns its spec and path.
-    pub fn blob(self, dir: &Path, comp: Comp) -> (LayerSpec, PathBuf) {
-        blob(dir, self.into_tar(), comp)
+/// A uuid of its own for each image written by this process.
+fn next_uuid() -> [u8; 16] {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let mut uuid = [0u8; 16];
+    uuid[..8].copy_from_slice(&(t ^ (u64::from(std::process::id()) << 32)).to_le_bytes());
+    uuid[8..].copy_from_slice(&n.to_le_bytes());
+    uuid
+}
+
+/// Writes the layers (plain tars, bottom first) into the empty file `out` as an EROFS image,
+/// as the host's store does.
+pub fn write_erofs(tars: &[Vec<u8>], out: &std::fs::File) -> Result<Built, ErofsError> {
+    erofs::write(tars.iter().map(Vec::as_slice), out, next_uuid(), |i, e| {
+        ErofsError::Layer(format!("layer {}: {e}", i + 1))
+    })
+}
+
+/// Runs `cmd`; its failure as a message.
+fn command(cmd: &mut Command) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
-/// Compresses `tar` as asked and stores it in `dir` under its digest.
-pub fn blob(dir: &Path, tar: Vec<u8>, comp: Comp) -> (LayerSpec, PathBuf) {
-    let (bytes, media_type) = match comp {
-        Comp::Plain => (tar, "application/vnd.oci.image.layer.v1.tar"),
-        Comp::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(&tar).unwrap();
-            (
-                e.finish().unwrap(),
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-            )
+/// An image's layers in an EROFS file, loop-mounted read-only: the directory native mode's
+/// [`ImageRoot::Directory`] names. Unmounted, and its files removed, when dropped.
+pub struct Image {
+    mountpoint: PathBuf,
+    pub built: Built,
+    dir: tempfile::TempDir,
+}
+
+impl Image {
+    /// The image of `layers`; panics when the writer refuses them.
+    pub fn from_layers(layers: Vec<Layer>) -> Image {
+        Image::build(layers).unwrap_or_else(|e| panic!("the EROFS writer refused the layers: {e}"))
+    }
+
+    /// The image of `layers`, or the writer's error.
+    pub fn build(layers: Vec<Layer>) -> Result<Image, ErofsError> {
+        require_prerequisites();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("image.erofs");
+        let mountpoint = dir.path().join("image");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let tars: Vec<Vec<u8>> = layers.into_iter().map(Layer::into_tar).collect();
+        let built = write_erofs(&tars, &std::fs::File::create_new(&file).unwrap())?;
+        command(
+            Command::new("mount")
+                .args(["-t", "erofs", "-o", "loop,ro"])
+                .arg(&file)
+                .arg(&mountpoint),
+        )
+        .unwrap_or_else(|e| panic!("cannot mount the image: {e}"));
+        Ok(Image {
+            mountpoint,
+            built,
+            dir,
+        })
+    }
+
+    /// The busybox image alone.
+    pub fn busybox() -> Image {
+        Image::from_layers(vec![busybox_layer()])
+    }
+
+    /// Where the image is mounted on the host.
+    pub fn path(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The container's root: this image under a writable layer in memory.
+    pub fn root(&self) -> RootSpec {
+        RootSpec {
+            image: ImageRoot::Directory {
+                path: self.mountpoint.to_str().unwrap().into(),
+            },
+            writable: WritableLayer::Memory,
         }
-        Comp::Zstd => {
-            let mut child = Command::new("zstd")
-                .args(["-q", "-c", "-3"])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("the zstd command is needed: apt-get install zstd");
-            let mut stdin = child.stdin.take().unwrap();
-            let feeder = std::thread::spawn(move || stdin.write_all(&tar).unwrap());
-            let mut out = Vec::new();
-            child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
-            feeder.join().unwrap();
-            assert!(child.wait().unwrap().success());
-            (out, "application/vnd.oci.image.layer.v1.tar+zstd")
+    }
+
+    /// A spec running `argv` in this image, with PATH=/bin.
+    pub fn spec(&self, argv: &[&str]) -> RunSpec {
+        spec(argv, self.root())
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let umount = |lazy: bool| {
+            let mut cmd = Command::new("umount");
+            if lazy {
+                cmd.arg("-l");
+            }
+            command(cmd.arg(&self.mountpoint))
+        };
+        if let Err(e) = umount(false).or_else(|_| umount(true)) {
+            // the directory is left to the machine's /tmp cleanup
+            eprintln!(
+                "cannot unmount the image at {}: {e}",
+                self.mountpoint.display()
+            );
+            self.dir.disable_cleanup(true);
         }
-    };
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    let path = dir.join(digest.replace(':', "-"));
-    std::fs::write(&path, &bytes).unwrap();
-    let spec = LayerSpec {
-        media_type: media_type.into(),
-        digest,
-        size: bytes.len() as u64,
-    };
-    (spec, path)
+    }
 }
 
 /// The base image: busybox as /bin/sh and friends, accounts, /tmp.
@@ -177,8 +247,8 @@ pub fn busybox_layer() -> Layer {
     l
 }
 
-/// A spec running `argv` with PATH=/bin.
-pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
+/// A spec running `argv` with PATH=/bin in `root`.
+pub fn spec(argv: &[&str], root: RootSpec) -> RunSpec {
     RunSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec!["PATH=/bin".into()],
@@ -188,7 +258,8 @@ pub fn spec(argv: &[&str], layers: Vec<LayerSpec>) -> RunSpec {
         tty: false,
         term_size: None,
         stdin: false,
-        layers,
+        root,
+        tmpfs: vec![],
         host_time_ns: 0,
         network: None,
         etc_files: vec![],
@@ -273,7 +344,6 @@ impl Guest {
     pub fn run(
         mut self,
         spec: &RunSpec,
-        blobs: &[PathBuf],
         stdin: Option<Vec<u8>>,
         stdout: &mut dyn Write,
     ) -> (Result<Report, SessionError>, Vec<u8>) {
@@ -283,7 +353,7 @@ impl Guest {
             stdout,
             stderr: &mut stderr,
         };
-        let report = self.session.run(spec, blobs, io);
+        let report = self.session.run(spec, io);
         let status = self.child.wait().unwrap();
         if report.is_ok() {
             assert!(status.success(), "guest-init ended with {status}");
@@ -293,13 +363,9 @@ impl Guest {
 }
 
 /// Runs one container to its end: (report, stdout, stderr).
-pub fn run(
-    spec: &RunSpec,
-    blobs: &[PathBuf],
-    stdin: Option<Vec<u8>>,
-) -> (Report, Vec<u8>, Vec<u8>) {
+pub fn run(spec: &RunSpec, stdin: Option<Vec<u8>>) -> (Report, Vec<u8>, Vec<u8>) {
     let mut stdout = Vec::new();
-    let (report, stderr) = Guest::start().run(spec, blobs, stdin, &mut stdout);
+    let (report, stderr) = Guest::start().run(spec, stdin, &mut stdout);
     (report.expect("session failed"), stdout, stderr)
 }
 
