@@ -181,16 +181,31 @@ fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
     (format!("sha256:{hex}"), bytes.len())
 }
 
-/// Copies the OCI layout `base` to `dst` (blobs hard-linked) and tags there, as `tag`, the
+/// Copies the OCI layout `base` to `dst` (blobs hard-linked where possible) and tags there, as `tag`, the
 /// image `base_tag` with `layers` (uncompressed tars) stacked on top.
 pub fn stack_layers(base: &Path, base_tag: &str, dst: &Path, tag: &str, layers: &[Vec<u8>]) {
-    let status = Command::new("cp")
+    // hard links where base and dst share a filesystem (not in the nested test VM)
+    let linked = Command::new("cp")
         .arg("-al")
         .arg(base)
         .arg(dst)
         .status()
         .unwrap();
-    assert!(status.success(), "cp -al {}", base.display());
+    if !linked.success() {
+        let _ = std::fs::remove_dir_all(dst);
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(base)
+            .arg(dst)
+            .status()
+            .unwrap();
+        assert!(
+            copied.success(),
+            "cp -a {} {}",
+            base.display(),
+            dst.display()
+        );
+    }
     let index_path = dst.join("index.json");
     let mut index = read_json(&index_path);
     let blob = |d: &Value| {

@@ -6,7 +6,7 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use vmm::{NetConfig, SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
+use vmm::{DiskConfig, NetConfig, SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
 
 use crate::network::MTU;
 
@@ -75,6 +75,22 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         }),
         None => None,
     };
+    let disks = boot
+        .disks
+        .iter()
+        .map(|d| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(!d.read_only)
+                .open(&d.path)
+                .with_context(|| format!("cannot open the disk {}", d.path.display()))?;
+            Ok(DiskConfig {
+                file,
+                read_only: d.read_only,
+                serial: d.serial.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let config = VmConfig {
         vcpus: boot.cpus,
         memory_mib: u64::from(boot.memory_mib),
@@ -84,7 +100,7 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         serial: SerialOutput::File(boot.console_log.clone()),
         vsock: Some((GUEST_CID, boot.vsock_uds.clone())),
         net,
-        disks: Vec::new(),
+        disks,
     };
     let stop = StopHandle::new();
     let (tx, done) = mpsc::channel();
