@@ -71,6 +71,34 @@ echo "  host side, CLI start → VM launched:  $(stats "$tmp/host")"
 echo "  reference, host exec of true:        $(stats "$tmp/exec")"
 
 echo
+echo "== 4b. image disks: repeat start of debian vs busybox, and their guest memory ($n runs each, interleaved)"
+debian=oci:$images/oci/debian:latest
+"$skiff" run --rm "$debian" true 2>/dev/null  # builds (or finds) the debian image disk
+for _ in $(seq "$n"); do
+    for img in busybox debian; do
+        ref=$image; [ $img = debian ] && ref=$debian
+        t0=$(now_ms); "$skiff" run --rm "$ref" true >/dev/null 2>&1; t1=$(now_ms)
+        echo "$t1 - $t0" | bc >> "$tmp/start-$img"
+    done
+done
+echo "run --rm debian true (min/median/p90):  $(stats "$tmp/start-debian")"
+echo "run --rm busybox true (min/median/p90): $(stats "$tmp/start-busybox")"
+echo "  ratio debian/busybox (median): $(echo "scale=2; $(median "$tmp/start-debian") / $(median "$tmp/start-busybox")" | bc)x (aim <= 1.1)"
+SKIFF_TEST_IMAGES=$images cargo test --quiet --release -p skiff-image --lib bench_disk_builder_memory -- --ignored --nocapture 2>&1 |
+    grep 'image disk of'
+# qemu's RSS (guest memory included) while each container sleeps, measured alike
+mem_root=$tmp/mem-root
+for img in busybox debian; do
+    ref=$image; [ $img = debian ] && ref=$debian
+    id=$(SKIFF_ROOT=$mem_root "$skiff" run -d --engine qemu "$ref" sleep 60)
+    sleep 3
+    vm=$(jq -r .vm_dir "$mem_root/containers/$id/state.json")
+    pgrep -f "qemu-system.*$vm" | xargs -r -I{} awk '/VmRSS/ {print $2}' /proc/{}/status | head -1 > "$tmp/rss-$img"
+    SKIFF_ROOT=$mem_root "$skiff" rm -f "$id" >/dev/null
+done
+echo "qemu RSS with the container sleeping: debian $(cat "$tmp/rss-debian") KiB, busybox $(cat "$tmp/rss-busybox") KiB, ratio $(echo "scale=2; $(cat "$tmp/rss-debian") / $(cat "$tmp/rss-busybox")" | bc)x (aim within 10 %)"
+
+echo
 echo "== 5. skiff exec true into a running container vs skiff run --rm true; idle memory"
 cargo test --quiet -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_memory -- --nocapture 2>&1 |
     grep -e 'exec true' -e 'idle detached'

@@ -2,7 +2,8 @@
 //! skiff writes reads back through the guest kernel exactly as umoci unpacks the same image;
 //! the Debian image's package tools work on it; a container's writable layer lasts across
 //! `skiff start`s and goes with `rm`; `--read-only` and `--tmpfs`; concurrent first runs of a
-//! new image build its disk once; a corrupt layer is an error that leaves no disk behind.
+//! new image build its disk once; a damaged cached disk is rebuilt; a corrupt layer is an error
+//! that leaves no disk behind.
 
 use std::path::Path;
 use std::process::Command;
@@ -207,6 +208,19 @@ fn a_containers_files_last_across_starts_until_it_is_removed() {
     let o = root.skiff(&["start", "-a", "keeper"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "run\nrun\nrun\n");
+    let o = root.skiff(&["inspect", "keeper"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let data = &v[0]["GraphDriver"]["Data"];
+    for key in ["ImageDisk", "WritableDisk"] {
+        let path = data[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in {data}"));
+        assert!(Path::new(path).is_file(), "{key} {path}");
+    }
+    // sparse: the 32 GiB layer takes a few MiB
+    let used = data["WritableDiskBytesUsed"].as_u64().unwrap();
+    assert!(used < 64 << 20, "the writable layer takes {used} bytes");
     // a deletion lasts too, and a fresh container of the same image has its own layer
     let o = root.skiff(&["run", "--rm", "--memory", "128m", &img, "ls", "/bin/true"]);
     assert_code(&o, 0);
@@ -281,6 +295,36 @@ fn concurrent_first_runs_of_a_new_image_build_its_disk_once() {
         .unwrap()
         .count();
     assert_eq!(tmp, 0, "temporary files left behind");
+}
+
+#[test]
+fn a_cached_disk_that_is_not_what_its_name_says_is_rebuilt() {
+    let root = Root::new();
+    let img = busybox();
+    let o = root.skiff(&["run", "--rm", "--memory", "128m", &img, "true"]);
+    assert_code(&o, 0);
+    let disks = root.0.path().join("images/disks");
+    let disk = std::fs::read_dir(&disks)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // a damaged superblock (the file is replaced, as a rebuild would: no container shares it)
+    let mut bytes = std::fs::read(&disk).unwrap();
+    bytes[1024..1152].fill(0);
+    std::fs::remove_file(&disk).unwrap();
+    std::fs::write(&disk, &bytes).unwrap();
+    let mut c = root.cmd(&["run", "--rm", "--memory", "128m", &img, "echo", "rebuilt"]);
+    c.env("SKIFF_LOG", "skiff_image=info");
+    let o = skiff_tests::run_with_deadline(c, b"", std::time::Duration::from_secs(180)).unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "rebuilt\n");
+    assert!(
+        stderr(&o).contains("built the image disk"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

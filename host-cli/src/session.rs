@@ -4,7 +4,7 @@
 //! ```no_run
 //! # use std::os::unix::net::UnixStream;
 //! # use skiff::session::{Session, SessionIo, Outcome};
-//! # fn demo(stream: UnixStream, spec: protocol::RunSpec, blobs: Vec<std::path::PathBuf>)
+//! # fn demo(stream: UnixStream, spec: protocol::RunSpec)
 //! #     -> Result<(), skiff::session::SessionError> {
 //! let session = Session::new(stream)?;
 //! let signals = session.signal_sender(); // Clone + Send: e.g. for a SIGINT handler
@@ -14,7 +14,7 @@
 //!     stdout: &mut out,
 //!     stderr: &mut err,
 //! };
-//! let report = session.run(&spec, &blobs, io)?;
+//! let report = session.run(&spec, io)?;
 //! match report.outcome {
 //!     Outcome::Exited(status) => std::process::exit(status.docker_code()),
 //!     Outcome::Failed { kind, message } => {
@@ -26,7 +26,8 @@
 //! ```
 //!
 //! [`Session::run`] checks the guest's `Hello`, sends the spec (the image reaches the guest as a
-//! disk, not through the session), waits for `Started` or `Failed`, then relays: the stdin source → `Data`/`Eof` (a pump thread,
+//! disk, not through the session), waits for `Started` or `Failed`, then relays: the stdin
+//! source → `Data`/`Eof` (a pump thread,
 //! only when `spec.stdin`, sending no more than the guest's `StdinCredit` allows), the guest's
 //! stdout and stderr → the two writers (flushed per chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
 //! [`SignalSender::send`] may be called at any time: before the start the signals are held back

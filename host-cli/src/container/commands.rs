@@ -382,6 +382,14 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
                 "DnsSearch": c.config.network.dns_search,
                 "ExtraHosts": c.config.network.extra_hosts.iter()
                     .map(|h| format!("{}:{}", h.name, h.ip)).collect::<Vec<_>>(),
+                "ReadonlyRootfs": c.config.read_only,
+                "Tmpfs": spec.tmpfs.iter()
+                    .map(|t| (t.path.clone(), t.options.join(",")))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            },
+            "GraphDriver": {
+                "Name": "erofs+overlay",
+                "Data": super::disks::inspect(&c.dir, c.config.read_only),
             },
             "NetworkSettings": {
                 "Ports": port_bindings(&c.config.network.publish),

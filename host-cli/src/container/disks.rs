@@ -56,6 +56,26 @@ pub fn attachments(dir: &Path, read_only: bool) -> Vec<Disk> {
     disks
 }
 
+/// The disks as `inspect` shows them (docker's `GraphDriver.Data`): each one's path, and for
+/// the writable layer the bytes it takes on the host (it is sparse).
+pub fn inspect(dir: &Path, read_only: bool) -> serde_json::Value {
+    use std::os::unix::fs::MetadataExt;
+    let mut data = serde_json::Map::new();
+    for d in attachments(dir, read_only) {
+        let key = if d.read_only {
+            "ImageDisk"
+        } else {
+            "WritableDisk"
+        };
+        data.insert(key.into(), serde_json::json!(d.path));
+        if !d.read_only {
+            let used = fs::metadata(&d.path).map(|m| m.blocks() * 512).unwrap_or(0);
+            data.insert("WritableDiskBytesUsed".into(), serde_json::json!(used));
+        }
+    }
+    serde_json::Value::Object(data)
+}
+
 /// The disks of `image`, as [`attachments`] names them, in the new container's directory.
 pub fn prepare(dir: &Path, image: &ResolvedImage, read_only: bool) -> Result<()> {
     let store = crate::commands::store()?;

@@ -217,3 +217,47 @@ fn open_tar<'a>(layer: &Layer, progress: &'a dyn Fn(u64)) -> StoreResult<Box<dyn
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Peak RSS growth of this process (KiB) while `f` runs: the high-water mark is reset first
+    /// (`clear_refs` 5).
+    fn peak_growth(f: impl FnOnce()) -> u64 {
+        let field = |name: &str| {
+            let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+        let before = field("VmRSS:");
+        f();
+        field("VmHWM:").saturating_sub(before)
+    }
+
+    /// The benchmark's figure for the builder's memory: writing the busybox (1 MB) and the
+    /// Debian (51 MB) test images' disks, `$SKIFF_TEST_IMAGES` being tests/images/build.sh's
+    /// output. Run by scripts/bench.sh.
+    #[test]
+    #[ignore]
+    fn bench_disk_builder_memory() {
+        let images = std::env::var("SKIFF_TEST_IMAGES").expect("SKIFF_TEST_IMAGES");
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path()).unwrap();
+        for name in ["busybox", "debian"] {
+            let image = crate::open(&format!("oci:{images}/oci/{name}:latest")).unwrap();
+            let size: u64 = image.layers.iter().map(|l| l.size).sum();
+            let mut built = None;
+            let grew = peak_growth(|| built = store.image_disk(&image, &|_| {}).unwrap().built);
+            let built = built.expect("a fresh store builds the disk");
+            println!(
+                "image disk of {name}: {} layer bytes -> {} bytes, {} inodes; builder peak RSS growth {grew} KiB",
+                size, built.bytes, built.inodes
+            );
+        }
+    }
+}
