@@ -18,6 +18,7 @@
 mod blob;
 mod disks;
 pub mod error;
+mod inflate;
 mod lock;
 mod names;
 
