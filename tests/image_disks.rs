@@ -298,6 +298,31 @@ fn concurrent_first_runs_of_a_new_image_build_its_disk_once() {
 }
 
 #[test]
+fn rmi_and_prune_remove_the_disks_no_image_uses() {
+    let root = Root::new();
+    let archive = format!("{}/archives/busybox-latest.oci.tar", images().display());
+    let o = root.skiff(&["load", "-i", &archive]);
+    assert_code(&o, 0);
+    let name = "localhost/busybox-latest:latest";
+    let o = root.skiff(&["run", "--rm", "--memory", "128m", name, "true"]);
+    assert_code(&o, 0);
+    let disks = || {
+        std::fs::read_dir(root.0.path().join("images/disks"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(disks(), 1);
+    // a sweep keeps the disk of a named image
+    let o = root.skiff(&["image", "prune"]);
+    assert_code(&o, 0);
+    assert_eq!(disks(), 1);
+    let o = root.skiff(&["rmi", name]);
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("1 image disk(s)"), "{}", stdout(&o));
+    assert_eq!(disks(), 0);
+}
+
+#[test]
 fn a_cached_disk_that_is_not_what_its_name_says_is_rebuilt() {
     let root = Root::new();
     let img = busybox();
