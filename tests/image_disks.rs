@@ -232,8 +232,14 @@ fn a_containers_files_last_across_starts_until_it_is_removed() {
         Vec::<String>::new(),
         "rm left the container's files"
     );
+    // as docker: a container that is not there is told, and the exit code is 1
     let o = root.skiff(&["start", "keeper"]);
-    assert_code(&o, 125);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("No such container: keeper"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

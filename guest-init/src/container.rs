@@ -101,8 +101,9 @@ pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
         report(report_fd, &error);
         127
     });
-    // SAFETY: the caller is single-threaded here (the relay threads start later), so the child may allocate; it only runs `child_main`, which
-    // ends in execve or in reporting the error and returning.
+    // SAFETY: the caller is single-threaded here (the relay threads start later), so the child
+    // may allocate; it only runs `child_main`, which ends in execve or in reporting the error
+    // and returning.
     let pid = unsafe { nix::sched::clone(child, &mut stack, flags, Some(libc::SIGCHLD)) }
         .ctx(|| "clone the container process".into())?;
     drop(report_w);

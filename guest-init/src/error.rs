@@ -14,7 +14,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// Input from the host or the image broke a rule (hostile or malformed layer, bad spec).
+    /// Input from the host or the image broke a rule (a bad spec, an image path that is not a
+    /// directory to mount on).
     #[error("{0}")]
     Invalid(String),
     /// The session stream failed.

@@ -1,6 +1,7 @@
 //! The guest side of a session: greet the host, receive the spec, assemble the container's root
-//! from its disks, start the container, relay its stdio and signals, and report how it ended. While the container runs,
-//! exec sessions arriving on the exec listener start further processes inside it.
+//! from its disks, start the container, relay its stdio and signals, and report how it ended.
+//! While the container runs, exec sessions arriving on the exec listener start further
+//! processes inside it.
 
 use std::fs::File;
 use std::io::Read;
@@ -99,18 +100,16 @@ fn greet(conn: File) -> Result<(File, Writer)> {
     Ok((conn, writer))
 }
 
-/// Runs one session over `conn` (a connected stream socket), building the container in `root`.
-/// `exec_listener` (a listening stream socket) is served with exec sessions once the container
-/// runs.
+/// Runs one session over `conn` (a connected stream socket): the container's root is assembled
+/// at `root` (an empty directory) from parts kept under `scratch`. `exec_listener` (a listening
+/// stream socket) is served with exec sessions once the container runs.
 ///
-/// Failures of the container (bad layer, command not found, …) are reported to the host as
+/// Failures of the container (a disk missing, command not found, …) are reported to the host as
 /// `Failed` and end the session normally; an error is returned only when the session itself
 /// broke.
 ///
 /// `owns_vm`: guest-init is PID 1 of a VM, so the host's time in the spec becomes the wall
 /// clock (the VM has none of its own) and the spec's network is configured.
-/// Serves one session: the container's root is assembled at `root` (an empty directory) from
-/// parts kept under `scratch`.
 pub fn serve(
     conn: File,
     root: &Path,

@@ -41,6 +41,26 @@ pub fn block() -> Result<Blocked> {
 }
 
 impl Blocked {
+    /// A SIGINT, SIGTERM, SIGHUP or SIGQUIT that arrived while nothing was forwarded yet (the
+    /// user gave up while the container was being made), taken off the pending set.
+    pub fn take_pending(&self) -> Option<Signal> {
+        let mut raw = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: sigpending fills the set it is given; it is read only when that succeeded.
+        let pending = unsafe {
+            if libc::sigpending(raw.as_mut_ptr()) != 0 {
+                return None;
+            }
+            raw.assume_init()
+        };
+        // SAFETY: sigismember reads the initialised set.
+        let sig = FORWARDED
+            .into_iter()
+            .find(|&s| unsafe { libc::sigismember(&pending, s as i32) } == 1)?;
+        let mut one = SigSet::empty();
+        one.add(sig);
+        one.wait().ok()
+    }
+
     /// Forwards from now on, from a thread of its own (it lives as long as the process);
     /// `tty`: resizes follow the user's terminal.
     pub fn forward(&self, signals: SignalSender, tty: bool) -> Result<()> {

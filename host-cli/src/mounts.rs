@@ -8,6 +8,25 @@ const FLAGS: [&str; 9] = [
     "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "noatime",
 ];
 
+/// A value tmpfs takes for `key`: `mode` octal, `uid`/`gid` decimal, `size` and `nr_inodes`
+/// a number with an optional `k`, `m`, `g` (or, for `size`, `%`) suffix.
+fn valid_value(key: &str, v: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match key {
+        "mode" => !v.is_empty() && v.bytes().all(|b| (b'0'..=b'7').contains(&b)),
+        "uid" | "gid" => digits(v),
+        _ => {
+            let number = v.trim_end_matches(['k', 'm', 'g', 'K', 'M', 'G']);
+            let number = if key == "size" {
+                number.trim_end_matches('%')
+            } else {
+                number
+            };
+            digits(number) && v.len() - number.len() <= 1
+        }
+    }
+}
+
 /// Parses `--tmpfs PATH[:OPT,OPT…]`.
 pub fn parse_tmpfs(s: &str) -> Result<TmpfsMount, String> {
     let (path, opts) = s.split_once(':').unwrap_or((s, ""));
@@ -19,12 +38,7 @@ pub fn parse_tmpfs(s: &str) -> Result<TmpfsMount, String> {
     let mut options = Vec::new();
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         let ok = match o.split_once('=') {
-            Some((k, v)) => {
-                VALUED.contains(&k)
-                    && !v.is_empty()
-                    && v.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'%' || b == b'.')
-            }
+            Some((k, v)) => VALUED.contains(&k) && valid_value(k, v),
             None => FLAGS.contains(&o),
         };
         if !ok {

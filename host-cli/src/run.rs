@@ -85,6 +85,11 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     // Before any thread starts: the signals are blocked in all of them.
     let blocked = forward::block()?;
     let c = create()?;
+    // interrupted while the disks were made: the container goes, as docker's would not start
+    if let Some(sig) = blocked.take_pending() {
+        let _ = c.remove();
+        return Ok(128 + sig as i32);
+    }
     let result = foreground(&c, args.tty, args.interactive, blocked);
     if result.is_err() && c.config.auto_remove && c.dir.exists() {
         let _ = c.remove();

@@ -27,9 +27,9 @@
 //!
 //! [`Session::run`] checks the guest's `Hello`, sends the spec (the image reaches the guest as a
 //! disk, not through the session), waits for `Started` or `Failed`, then relays: the stdin
-//! source → `Data`/`Eof` (a pump thread,
-//! only when `spec.stdin`, sending no more than the guest's `StdinCredit` allows), the guest's
-//! stdout and stderr → the two writers (flushed per chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
+//! source → `Data`/`Eof` (a pump thread, only when `spec.stdin`, sending no more than the
+//! guest's `StdinCredit` allows), the guest's stdout and stderr → the two writers (flushed per
+//! chunk), until `Exit`. A guest that closes the stream without `Exit` is an error.
 //! [`SignalSender::send`] may be called at any time: before the start the signals are held back
 //! and delivered right after `Started`; after the end they are dropped.
 //! [`SignalSender::cut_off`] ends a session that does not end by itself: the stream is shut
@@ -42,7 +42,6 @@
 
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;

@@ -9,8 +9,9 @@
 //! A session: the guest connects and sends [`Message::Hello`]; the host checks the version and
 //! answers [`Message::Run`]; the guest builds the container's root from the disks the spec
 //! names (version 5: the image arrives as a read-only EROFS disk, no longer as layer bytes on
-//! the session) and answers [`Message::Started`] (or [`Message::Failed`]); then stdio flows as [`Message::Data`] and [`Message::Eof`] per stream,
-//! signals as [`Message::Signal`], until the guest sends [`Message::Exit`].
+//! the session) and answers [`Message::Started`] (or [`Message::Failed`]); then stdio flows as
+//! [`Message::Data`] and [`Message::Eof`] per stream, signals as [`Message::Signal`], until the
+//! guest sends [`Message::Exit`].
 //!
 //! Stdin is flow-controlled by credit (version 3), so that signals and resizes never queue behind
 //! stdin the container does not read. When the spec asks for stdin, the guest sends

@@ -8,7 +8,7 @@ use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use image::ResolvedImage;
@@ -20,6 +20,8 @@ const IMAGE_SERIAL: &str = "skiff-image";
 const WRITABLE_SERIAL: &str = "skiff-rw";
 const IMAGE_FILE: &str = "image.erofs";
 const WRITABLE_FILE: &str = "rootfs.ext4";
+/// How long an image disk's build goes on before its progress bar shows.
+const SHOW_AFTER: Duration = Duration::from_millis(300);
 /// The writable layer's size; sparse, so only what the container writes takes space.
 const WRITABLE_SIZE: &str = "32G";
 
@@ -79,36 +81,60 @@ pub fn inspect(dir: &Path, read_only: bool) -> serde_json::Value {
 /// The disks of `image`, as [`attachments`] names them, in the new container's directory.
 pub fn prepare(dir: &Path, image: &ResolvedImage, read_only: bool) -> Result<()> {
     let store = crate::commands::store()?;
-    let spinner = building_spinner(image);
-    let progress = |n: u64| {
-        if let Some(s) = &spinner {
-            s.inc(n);
-        }
-    };
+    let bar = building_bar(image);
+    let progress = |n: u64| advance(&bar, n);
     let disk = store
         .image_disk(image, &progress)
         .with_context(|| format!("cannot make the disk of image {}", image.reference))?;
-    if let Some(s) = spinner {
-        s.finish_and_clear();
+    if let Some((bar, _)) = bar {
+        bar.finish_and_clear();
     }
     if let Some(built) = disk.built {
         tracing::debug!(?built, "image disk built");
     }
-    let target = dir.join(IMAGE_FILE);
-    if fs::hard_link(&disk.path, &target).is_err() {
-        // another filesystem than the store's: a copy (a reflink where the filesystem can)
-        fs::copy(&disk.path, &target)
-            .with_context(|| format!("cannot copy the image disk to {}", target.display()))?;
-    }
+    link_or_copy(&disk.file, &dir.join(IMAGE_FILE))?;
     if !read_only {
         make_writable_layer(&dir.join(WRITABLE_FILE))?;
     }
     Ok(())
 }
 
-/// A progress bar on a terminal for building an image's disk, `None` elsewhere. It only
-/// appears when the build takes a while (a cached disk never shows it).
-fn building_spinner(image: &ResolvedImage) -> Option<indicatif::ProgressBar> {
+/// Gives the container its own name for the open image disk `disk` (which a sweep may have
+/// unlinked from the store since): a hard link, or a copy where the container's directory is
+/// on another filesystem than the store.
+fn link_or_copy(disk: &fs::File, target: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", disk.as_raw_fd()))?;
+    let to = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()))
+        .context("the container's directory has a NUL byte in its path")?;
+    // SAFETY: two NUL-terminated paths; AT_SYMLINK_FOLLOW links the file the fd names.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EXDEV) {
+        return Err(err)
+            .with_context(|| format!("cannot link the image disk to {}", target.display()));
+    }
+    let mut out = fs::File::create_new(target)
+        .with_context(|| format!("cannot create {}", target.display()))?;
+    std::io::copy(&mut &*disk, &mut out)
+        .with_context(|| format!("cannot copy the image disk to {}", target.display()))?;
+    Ok(())
+}
+
+/// A progress bar on a terminal for building an image's disk, `None` elsewhere. It stays
+/// hidden until the build has taken a while (a cached disk never shows it); see [`advance`].
+fn building_bar(image: &ResolvedImage) -> Option<(indicatif::ProgressBar, Instant)> {
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -124,14 +150,17 @@ fn building_spinner(image: &ResolvedImage) -> Option<indicatif::ProgressBar> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let shown = bar.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(300));
-        if !shown.is_finished() {
-            shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    Some((bar, Instant::now()))
+}
+
+/// Moves the bar on by `n` bytes, showing it once the build is older than [`SHOW_AFTER`].
+fn advance(bar: &Option<(indicatif::ProgressBar, Instant)>, n: u64) {
+    if let Some((bar, started)) = bar {
+        if bar.is_hidden() && started.elapsed() > SHOW_AFTER {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
-    });
-    Some(bar)
+        bar.inc(n);
+    }
 }
 
 /// Makes the sparse ext4 writable layer at `path`.
@@ -152,11 +181,15 @@ fn make_writable_layer(path: &Path) -> Result<()> {
         .output()
         .with_context(|| format!("cannot run {}", mke2fs.display()))?;
     if !out.status.success() {
+        let why: String = String::from_utf8_lossy(&out.stderr)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         bail!(
             "{} could not make the writable layer {}: {}",
             mke2fs.display(),
             path.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
+            why.chars().take(300).collect::<String>()
         );
     }
     Ok(())

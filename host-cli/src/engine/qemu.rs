@@ -90,8 +90,10 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
         ]);
     }
     for (i, disk) in boot.disks.iter().enumerate() {
-        // qemu's option syntax doubles a comma inside a value
-        let file = disk.path.display().to_string().replace(',', ",,");
+        // absolute (qemu would take a relative `a:b` for a protocol), and a comma inside a
+        // value doubled, as qemu's option syntax wants
+        let path = std::path::absolute(&disk.path).unwrap_or_else(|_| disk.path.clone());
+        let file = path.display().to_string().replace(',', ",,");
         let ro = if disk.read_only { "on" } else { "off" };
         args.extend([
             "-drive".to_string(),

@@ -10,6 +10,8 @@ use super::ErofsError;
 
 /// Largest PAX extension block or GNU long name accepted.
 pub const MAX_META_BYTES: u64 = 1 << 20;
+/// The longest path (or link target) an entry may have: the kernel's `PATH_MAX`.
+const MAX_PATH: usize = 4096;
 
 /// What kind of file an entry makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,11 +215,18 @@ fn meta<R: Read>(
                 }
                 _ => {
                     if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                        // a repeated name: the last record wins
+                        meta.xattrs.retain(|(n, _)| n != name);
                         meta.xattrs.push((name.to_vec(), value.to_vec()));
                     }
                 }
             }
         }
+    }
+    if meta.path.len() > MAX_PATH || meta.link.as_ref().is_some_and(|l| l.len() > MAX_PATH) {
+        return Err(bad(format!(
+            "a path or link target is longer than {MAX_PATH} bytes"
+        )));
     }
     Ok(meta)
 }

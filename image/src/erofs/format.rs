@@ -69,13 +69,15 @@ impl Superblock {
         b
     }
 
-    /// Reads back the fields skiff checks on a cached image: magic, block size, uuid.
-    pub fn uuid_of(block0: &[u8]) -> Option<[u8; 16]> {
+    /// Reads back the fields skiff checks on a cached image: magic and block size, then the
+    /// uuid and the block count.
+    pub fn uuid_of(block0: &[u8]) -> Option<([u8; 16], u32)> {
         let sb = block0.get(SUPER_OFFSET as usize..SUPER_OFFSET as usize + 128)?;
         if sb[0..4] != MAGIC.to_le_bytes() || sb[12] != BLOCK_BITS {
             return None;
         }
-        sb[48..64].try_into().ok()
+        let blocks = u32::from_le_bytes(sb[36..40].try_into().ok()?);
+        Some((sb[48..64].try_into().ok()?, blocks))
     }
 }
 
@@ -165,8 +167,8 @@ pub fn encode_xattrs(entries: &[(u8, &[u8], &[u8])]) -> Vec<u8> {
         return Vec::new();
     }
     let mut b = vec![0u8; XATTR_HEADER as usize];
-    // h_name_filter: every bit set means "may be present", the filter is not used
-    b[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    // h_name_filter (0..4) stays 0: a set bit would say "not present" were the filter on (it
+    // is off: no XATTR_FILTER feature)
     for (index, name, value) in entries {
         let start = b.len();
         b.push(name.len() as u8);
@@ -215,6 +217,9 @@ pub fn encode_dir_blocks(entries: &[Dirent<'_>]) -> Vec<Vec<u8>> {
             used += need;
             end += 1;
         }
+        // names are at most NAME_MAX bytes, so each entry fits a block; never loop on one that
+        // would not
+        let end = end.max(start + 1);
         let chunk = &entries[start..end];
         let mut b = Vec::with_capacity(used as usize);
         let mut nameoff = DIRENT_SIZE * chunk.len() as u64;

@@ -17,8 +17,6 @@ mod writer;
 use std::fs::File;
 use std::io::{self, Read};
 
-pub use entries::MAX_META_BYTES;
-
 /// Why an image could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ErofsError {
@@ -74,12 +72,14 @@ pub fn write<R: Read>(
 }
 
 /// The uuid in the superblock of the image file `file`, or `None` when it is not an EROFS image
-/// this writer made.
+/// this writer made or not as long as its superblock says.
 pub fn uuid_of(file: &File) -> Option<[u8; 16]> {
     use std::os::unix::fs::FileExt;
     let mut block0 = vec![0u8; 2048];
     file.read_exact_at(&mut block0, 0).ok()?;
-    format::Superblock::uuid_of(&block0)
+    let (uuid, blocks) = format::Superblock::uuid_of(&block0)?;
+    let len = file.metadata().ok()?.len();
+    (len == u64::from(blocks) * format::BLOCK).then_some(uuid)
 }
 
 #[cfg(test)]

@@ -314,6 +314,38 @@ fn bad_layers_are_errors_never_panics() {
             Layer::default().add(file(&"x".repeat(256), b"1")).done(),
         ),
         (
+            "long parent name",
+            Layer::default()
+                .add(file(&format!("{}/f", "x".repeat(5000)), b"1"))
+                .done(),
+        ),
+        (
+            "long name through a symlink",
+            Layer::default()
+                .add(link("l", tar::EntryType::Symlink, &"y".repeat(4095)))
+                .add(file("l/f", b"1"))
+                .done(),
+        ),
+        (
+            "long opaque directory",
+            Layer::default()
+                .add(file(&format!("{}/.wh..wh..opq", "z".repeat(300)), b""))
+                .done(),
+        ),
+        (
+            "path beyond PATH_MAX",
+            Layer::default().add(file(&"a/".repeat(3000), b"1")).done(),
+        ),
+        (
+            "device number out of range",
+            Layer::default()
+                .add(E {
+                    dev: (0x1000, 1),
+                    ..e("d", tar::EntryType::Char)
+                })
+                .done(),
+        ),
+        (
             "file as parent",
             Layer::default()
                 .add(file("f", b"1"))

@@ -21,6 +21,9 @@ pub type NodeId = usize;
 pub const ROOT: NodeId = 0;
 /// How many symlinks one path may pass through (the kernel's limit).
 const MAX_SYMLINKS: u32 = 40;
+/// The most files (nodes, living or deleted) an image may make: the tree is the writer's
+/// memory (about 200 bytes a node).
+const MAX_NODES: usize = 4 << 20;
 /// The longest symlink target (the kernel's `PATH_MAX` less its NUL).
 const MAX_TARGET: usize = 4095;
 
@@ -77,6 +80,14 @@ fn bad(msg: impl Into<String>) -> ErofsError {
     ErofsError::Layer(msg.into())
 }
 
+/// A name a directory entry can hold: at most [`NAME_MAX`] bytes.
+fn check_name(name: &[u8]) -> Result<(), ErofsError> {
+    if name.len() > NAME_MAX {
+        return Err(bad(format!("a name is longer than {NAME_MAX} bytes")));
+    }
+    Ok(())
+}
+
 impl Default for Tree {
     fn default() -> Self {
         Tree::new()
@@ -123,12 +134,15 @@ impl Tree {
         }
     }
 
-    fn add(&mut self, node: Node) -> NodeId {
+    fn add(&mut self, node: Node) -> Result<NodeId, ErofsError> {
+        if self.nodes.len() >= MAX_NODES {
+            return Err(bad(format!("the image has more than {MAX_NODES} files")));
+        }
         self.nodes.push(node);
-        self.nodes.len() - 1
+        Ok(self.nodes.len() - 1)
     }
 
-    fn new_dir(&mut self, mtime: (i64, u32)) -> NodeId {
+    fn new_dir(&mut self, mtime: (i64, u32)) -> Result<NodeId, ErofsError> {
         let layer = self.layer;
         self.add(Node {
             kind: NodeKind::Directory(BTreeMap::new()),
@@ -167,7 +181,8 @@ impl Tree {
                 Some(id) => id,
                 None => match create {
                     Some(mtime) => {
-                        let id = self.new_dir(mtime);
+                        check_name(&name)?;
+                        let id = self.new_dir(mtime)?;
                         self.children_mut(cur).insert(name.clone(), id);
                         id
                     }
@@ -226,16 +241,15 @@ impl Tree {
     }
 
     /// Reports the data of a removed subtree (an approximation for hard-linked files: the
-    /// waste figure is for the log only).
+    /// waste figure is for the log only). Iterative: a hostile tree may be very deep.
     fn forget(&self, id: NodeId, sink: &mut dyn DataSink) {
-        match &self.nodes[id].kind {
-            NodeKind::Regular { size, .. } => sink.forget(*size),
-            NodeKind::Directory(children) => {
-                for &child in children.values() {
-                    self.forget(child, sink);
-                }
+        let mut todo = vec![id];
+        while let Some(id) = todo.pop() {
+            match &self.nodes[id].kind {
+                NodeKind::Regular { size, .. } => sink.forget(*size),
+                NodeKind::Directory(children) => todo.extend(children.values()),
+                _ => {}
             }
-            _ => {}
         }
     }
 
@@ -271,8 +285,9 @@ impl Tree {
                     match self.child(parent, name) {
                         Some(id) if matches!(self.nodes[id].kind, NodeKind::Directory(_)) => id,
                         _ => {
+                            check_name(name)?;
                             self.unlink(parent, name, sink);
-                            let id = self.new_dir(meta.mtime);
+                            let id = self.new_dir(meta.mtime)?;
                             self.children_mut(parent).insert(name.to_vec(), id);
                             id
                         }
@@ -311,9 +326,7 @@ impl Tree {
         sink: &mut dyn DataSink,
     ) -> Result<(), ErofsError> {
         let (parent, name) = Tree::split(path);
-        if name.len() > NAME_MAX {
-            return Err(bad(format!("a name is longer than {NAME_MAX} bytes")));
-        }
+        check_name(name)?;
         let dir = self.resolve_dir(&parent, Some(meta.mtime))?.unwrap_or(ROOT);
         let existing = self.child(dir, name);
         if let Some(id) = existing {
@@ -349,6 +362,14 @@ impl Tree {
                 }
                 NodeKind::Symlink(target)
             }
+            Kind::CharDevice | Kind::BlockDevice
+                if meta.device.0 > 0xfff || meta.device.1 > 0xf_ffff =>
+            {
+                return Err(bad(format!(
+                    "device number {}:{} out of range",
+                    meta.device.0, meta.device.1
+                )))
+            }
             Kind::CharDevice => NodeKind::CharDevice {
                 major: meta.device.0,
                 minor: meta.device.1,
@@ -371,7 +392,7 @@ impl Tree {
             mtime: meta.mtime,
             xattrs: meta.xattrs,
             layer,
-        });
+        })?;
         self.children_mut(dir).insert(name.to_vec(), id);
         Ok(())
     }
@@ -396,20 +417,24 @@ impl Tree {
         Ok(id)
     }
 
-    /// Removes everything below `dir` that the current layer did not make.
+    /// Removes everything below `dir` that the current layer did not make. Iterative: a
+    /// hostile tree may be very deep.
     fn prune(&mut self, dir: NodeId, sink: &mut dyn DataSink) {
         let layer = self.layer;
-        let names: Vec<(Vec<u8>, NodeId)> = match &self.nodes[dir].kind {
-            NodeKind::Directory(children) => {
-                children.iter().map(|(n, &id)| (n.clone(), id)).collect()
-            }
-            _ => return,
-        };
-        for (name, id) in names {
-            if self.nodes[id].layer != layer {
-                self.unlink(dir, &name, sink);
-            } else if matches!(self.nodes[id].kind, NodeKind::Directory(_)) {
-                self.prune(id, sink);
+        let mut todo = vec![dir];
+        while let Some(dir) = todo.pop() {
+            let names: Vec<(Vec<u8>, NodeId)> = match &self.nodes[dir].kind {
+                NodeKind::Directory(children) => {
+                    children.iter().map(|(n, &id)| (n.clone(), id)).collect()
+                }
+                _ => continue,
+            };
+            for (name, id) in names {
+                if self.nodes[id].layer != layer {
+                    self.unlink(dir, &name, sink);
+                } else if matches!(self.nodes[id].kind, NodeKind::Directory(_)) {
+                    todo.push(id);
+                }
             }
         }
     }

@@ -3,12 +3,15 @@
 //!
 //! The key is the sha256 of the writer's format version and the image's ordered layer digests:
 //! images that share all their layers (retagged, or differing only in config) share a disk, and
-//! the layer digests are checked content (every blob is verified against them), so no image can
-//! plant a disk another image will use. A disk is written to a temporary file under the shared
+//! the layer digests are checked content (every blob is verified against them, and again as the
+//! disk is written), so no image can plant a disk another image will use. A disk is written to a temporary file under the shared
 //! store lock (so a sweep cannot remove it half-written) and renamed into place; a per-key lock
 //! makes concurrent first runs build it once, the others waiting for it. An existing disk whose
-//! superblock does not carry its key is rebuilt. Sweeps remove disks no name or running
-//! container's image references; a running VM holds its disk open, so removal never breaks it.
+//! superblock does not carry its key, or whose length is not what the superblock says, is
+//! rebuilt. While a disk is written its layers are hashed again (`inflate`), so a layout that
+//! changed after it was opened cannot plant its bytes under the digests of other ones. Sweeps
+//! remove disks no name or running container's image references; a container links its own
+//! copy, so removal never breaks one.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 use tracing::{debug, info};
 
-use super::inflate::LayerTar;
+use super::inflate::{LayerTar, Verdict};
 use super::{Mode, Store, StoreError, StoreResult};
 use crate::erofs::{self, Built, ErofsError};
 use crate::resolved::ResolvedImage;
@@ -79,6 +82,9 @@ impl Store {
                 built: None,
             });
         }
+        // the shared store lock first: a sweep, which holds it exclusively, may then remove
+        // the disk lock files, as no builder is between opening one and locking it
+        let _adding = self.adding()?;
         let _one_builder = self.lock(&format!("disk-{key}"), Mode::Exclusive)?;
         if let Some(file) = open_valid(&path, &key) {
             debug!(%key, "another run built the image disk");
@@ -88,7 +94,6 @@ impl Store {
                 built: None,
             });
         }
-        let _adding = self.adding()?;
         let started = Instant::now();
         let dir = self.disks_dir();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create", &dir, e))?;
@@ -97,6 +102,14 @@ impl Store {
             .tempfile_in(self.tmp_dir())
             .map_err(|e| StoreError::io("create a temporary file in", self.tmp_dir(), e))?;
         let built = write_layers(image, tmp.as_file(), uuid_of_key(&key), progress)?;
+        // on disk before its name is (a crash must not leave a disk that looks whole), and
+        // read-only: containers share its inode
+        let file = tmp.as_file();
+        file.sync_all()
+            .and_then(|()| {
+                file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            })
+            .map_err(|e| StoreError::io("write", tmp.path(), e))?;
         tmp.persist(&path)
             .map_err(|e| StoreError::io("store the image disk as", &path, e.error))?;
         info!(
@@ -110,7 +123,9 @@ impl Store {
         );
         let file = open_valid(&path, &key).ok_or_else(|| StoreError::Invalid {
             what: format!("image disk {}", path.display()),
-            reason: "it cannot be read back after writing it".into(),
+            reason:
+                "it cannot be read back after writing it; run `skiff image prune` and try again"
+                    .into(),
         })?;
         Ok(ImageDisk {
             path,
@@ -119,14 +134,17 @@ impl Store {
         })
     }
 
-    /// Removes the disks whose key is not in `keep`; returns their count and bytes. Called by
-    /// a sweep, which holds the store lock exclusively.
+    /// Removes the disks whose key is not in `keep`, and the lock files of disks that are not
+    /// there; returns the count of disks and the bytes that freed (a disk containers still
+    /// link to frees nothing yet). Called by a sweep, which holds the store lock exclusively.
     pub(crate) fn sweep_disks(&self, keep: &std::collections::HashSet<String>) -> (usize, u64) {
-        let Ok(dir) = fs::read_dir(self.disks_dir()) else {
-            return (0, 0);
-        };
+        use std::os::unix::fs::MetadataExt;
         let (mut count, mut bytes) = (0, 0);
-        for d in dir.flatten() {
+        for d in fs::read_dir(self.disks_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = d.file_name().to_string_lossy().into_owned();
             let Some(key) = name.strip_suffix(".erofs") else {
                 continue;
@@ -134,19 +152,31 @@ impl Store {
             if keep.contains(key) {
                 continue;
             }
-            let len = d.metadata().map(|m| m.len()).unwrap_or(0);
+            let meta = d.metadata().ok();
             if fs::remove_file(d.path()).is_ok() {
                 debug!(%key, "removed an unreferenced image disk");
                 count += 1;
-                bytes += len;
-                let _ = fs::remove_file(self.locks_dir().join(format!("disk-{key}")));
+                bytes += meta.filter(|m| m.nlink() == 1).map_or(0, |m| m.len());
+            }
+        }
+        for l in fs::read_dir(self.locks_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = l.file_name().to_string_lossy().into_owned();
+            if let Some(key) = name.strip_prefix("disk-") {
+                if !self.disk_path(key).exists() {
+                    let _ = fs::remove_file(l.path());
+                }
             }
         }
         (count, bytes)
     }
 }
 
-/// Opens the disk at `path` if its superblock carries `key`.
+/// Opens the disk at `path` if its superblock carries `key` and the file is as long as the
+/// superblock says.
 fn open_valid(path: &Path, key: &str) -> Option<File> {
     let file = File::open(path).ok()?;
     if erofs::uuid_of(&file) == Some(uuid_of_key(key)) {
@@ -165,16 +195,26 @@ fn write_layers(
     uuid: [u8; 16],
     progress: &dyn Fn(u64),
 ) -> StoreResult<Built> {
-    let readers = image.layers.iter().map(|l| LayerTar::new(l, progress));
-    erofs::write(readers, out, uuid, |index, e| {
+    let invalid = |reason: String| StoreError::Invalid {
+        what: format!("image {}", image.reference),
+        // a tar error may quote the layer's bytes
+        reason: super::error::one_line(&reason, 300),
+    };
+    let verdicts: Vec<Verdict> = image.layers.iter().map(|_| Verdict::default()).collect();
+    let readers = image
+        .layers
+        .iter()
+        .zip(&verdicts)
+        .map(|(l, v)| LayerTar::new(l, progress, v.clone()));
+    let built = erofs::write(readers, out, uuid, |index, e| {
         let layer = &image.layers[index];
         ErofsError::Layer(format!("layer {} ({}): {e}", index + 1, layer.digest))
     })
-    .map_err(|e| StoreError::Invalid {
-        what: format!("image {}", image.reference),
-        // a tar error may quote the layer's bytes
-        reason: super::error::one_line(&e.to_string(), 300),
-    })
+    .map_err(|e| invalid(e.to_string()))?;
+    for (layer, verdict) in image.layers.iter().zip(&verdicts) {
+        verdict.check(layer).map_err(invalid)?;
+    }
+    Ok(built)
 }
 
 #[cfg(test)]

@@ -397,8 +397,11 @@ impl Store {
                         size: 0,
                         annotations: Default::default(),
                     };
-                    keep.extend(self.blobs_of(&entry)?);
-                    manifests.push(entry.digest);
+                    // a restarted container may pin a manifest removed while it was stopped
+                    if let Ok(blobs) = self.blobs_of(&entry) {
+                        keep.extend(blobs);
+                        manifests.push(entry.digest);
+                    }
                 } else {
                     let _ = fs::remove_file(p.path());
                 }
