@@ -106,25 +106,15 @@ struct Placed {
     nlink: u32,
 }
 
-fn file_type(kind: &NodeKind) -> FileType {
+/// A node's directory-entry type and its `st_mode` type bits.
+fn kind_of(kind: &NodeKind) -> (FileType, u32) {
     match kind {
-        NodeKind::Directory(_) => FileType::Directory,
-        NodeKind::Regular { .. } => FileType::Regular,
-        NodeKind::Symlink(_) => FileType::Symlink,
-        NodeKind::CharDevice { .. } => FileType::CharDevice,
-        NodeKind::BlockDevice { .. } => FileType::BlockDevice,
-        NodeKind::Fifo => FileType::Fifo,
-    }
-}
-
-fn type_bits(kind: &NodeKind) -> u32 {
-    match kind {
-        NodeKind::Directory(_) => libc::S_IFDIR,
-        NodeKind::Regular { .. } => libc::S_IFREG,
-        NodeKind::Symlink(_) => libc::S_IFLNK,
-        NodeKind::CharDevice { .. } => libc::S_IFCHR,
-        NodeKind::BlockDevice { .. } => libc::S_IFBLK,
-        NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::Directory(_) => (FileType::Directory, libc::S_IFDIR),
+        NodeKind::Regular { .. } => (FileType::Regular, libc::S_IFREG),
+        NodeKind::Symlink(_) => (FileType::Symlink, libc::S_IFLNK),
+        NodeKind::CharDevice { .. } => (FileType::CharDevice, libc::S_IFCHR),
+        NodeKind::BlockDevice { .. } => (FileType::BlockDevice, libc::S_IFBLK),
+        NodeKind::Fifo => (FileType::Fifo, libc::S_IFIFO),
     }
 }
 
@@ -187,7 +177,7 @@ fn dirents<'t>(
             Dirent {
                 name,
                 nid: nids[&target],
-                file_type: file_type(&tree.node(target).kind),
+                file_type: kind_of(&tree.node(target).kind).0,
             }
         })
         .collect()
@@ -319,7 +309,7 @@ pub fn finish(
         let inode = Inode {
             layout: p.layout,
             // a symlink's permissions mean nothing; every Linux filesystem shows 0777
-            mode: (type_bits(&node.kind)
+            mode: (kind_of(&node.kind).1
                 | if matches!(node.kind, NodeKind::Symlink(_)) {
                     0o777
                 } else {

@@ -140,3 +140,17 @@ impl Ring {
         self.chains.len()
     }
 }
+
+/// Reads a 32-bit register of a virtio-mmio transport, as a driver does.
+pub fn reg_read(t: &mut crate::devices::mmio::MmioTransport, offset: u64) -> u32 {
+    use crate::bus::BusDevice;
+    let mut b = [0u8; 4];
+    t.read(offset, &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// Writes a 32-bit register of a virtio-mmio transport.
+pub fn reg_write(t: &mut crate::devices::mmio::MmioTransport, offset: u64, v: u32) {
+    use crate::bus::BusDevice;
+    t.write(offset, &v.to_le_bytes());
+}

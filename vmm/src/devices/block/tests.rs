@@ -560,14 +560,10 @@ fn requests_through_the_mmio_transport_interrupt_the_guest() {
         EventFd::new(libc::EFD_NONBLOCK).unwrap(),
     )
     .unwrap();
-    let read = |t: &mut MmioTransport, offset: u64| {
-        let mut b = [0u8; 4];
-        t.read(offset, &mut b);
-        u32::from_le_bytes(b)
-    };
-    let write = |t: &mut MmioTransport, offset: u64, v: u32| {
-        t.write(offset, &v.to_le_bytes());
-    };
+    let (read, write) = (
+        crate::devices::test_ring::reg_read,
+        crate::devices::test_ring::reg_write,
+    );
     assert_eq!(read(&mut t, reg::DEVICE_ID), VIRTIO_ID_BLOCK);
     write(&mut t, reg::DEVICE_FEATURES_SEL, 0);
     let low = read(&mut t, reg::DEVICE_FEATURES);

@@ -342,14 +342,10 @@ fn config_space_and_registers_announce_a_net_device_with_mac_and_mtu() {
         EventFd::new(libc::EFD_NONBLOCK).unwrap(),
     )
     .unwrap();
-    let read = |t: &mut MmioTransport, offset: u64| {
-        let mut b = [0u8; 4];
-        t.read(offset, &mut b);
-        u32::from_le_bytes(b)
-    };
-    let write = |t: &mut MmioTransport, offset: u64, v: u32| {
-        t.write(offset, &v.to_le_bytes());
-    };
+    let (read, write) = (
+        crate::devices::test_ring::reg_read,
+        crate::devices::test_ring::reg_write,
+    );
     assert_eq!(read(&mut t, reg::DEVICE_ID), VIRTIO_ID_NET);
     write(&mut t, reg::DEVICE_FEATURES_SEL, 0);
     let low = read(&mut t, reg::DEVICE_FEATURES);
