@@ -189,6 +189,7 @@ pub fn stack_layers(base: &Path, base_tag: &str, dst: &Path, tag: &str, layers: 
         .arg("-al")
         .arg(base)
         .arg(dst)
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     if !linked.success() {
