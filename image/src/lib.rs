@@ -41,8 +41,9 @@ pub fn open(reference: &str) -> Result<ResolvedImage> {
 }
 
 /// Opens the image `reference` names: selects the manifest (by tag, digest, or the layout's only
-/// or `latest` image), follows an image index to linux/amd64, and verifies the manifest, the
-/// config and every layer blob against their digests and sizes. An oci-archive is unpacked into a
+/// or `latest` image), follows an image index to linux/amd64, and verifies the manifest and the
+/// config against their digests and sizes, and each layer blob's size (its bytes are verified
+/// by whoever reads them). An oci-archive is unpacked into a
 /// temporary directory that lives as long as the returned image.
 pub fn resolve(reference: &ImageRef) -> Result<ResolvedImage> {
     let started = std::time::Instant::now();

@@ -1,4 +1,4 @@
-//! What an opened image hands to `skiff run`: its runtime config and its verified layer blobs.
+//! What an opened image hands to `skiff run`: its runtime config and its layer blobs.
 
 use std::any::Any;
 use std::path::PathBuf;
@@ -24,7 +24,8 @@ pub struct ImageConfig {
     pub exposed_ports: Vec<String>,
 }
 
-/// One layer blob, already checked against its digest and size.
+/// One layer blob, checked for its size; its bytes are verified against the digest by whoever
+/// reads them (the image disk writer, `load`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
     /// The layer's media type as the manifest gives it.

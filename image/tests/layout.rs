@@ -19,7 +19,7 @@ fn busybox_like(layout: &TestLayout) -> serde_json::Value {
 }
 
 #[test]
-fn opens_a_tagged_image_with_config_and_verified_layers() {
+fn opens_a_tagged_image_with_config_and_layers() {
     let l = TestLayout::new();
     let m = busybox_like(&l);
     l.tag(&m, "v1");
@@ -234,18 +234,39 @@ fn a_non_image_config_is_refused() {
 }
 
 #[test]
-fn a_corrupt_layer_is_detected() {
+fn a_corrupt_layer_is_detected_where_its_bytes_are_read() {
     let l = TestLayout::new();
-    let m = l.image(json!({}), &[(TAR, b"good bytes")]);
+    let tar = {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"good"[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    let mut evil = tar.clone();
+    evil[512..516].copy_from_slice(b"evil"); // same size, other bytes
+    let m = l.image(json!({}), &[(TAR, &tar)]);
     l.tag(&m, "t");
     let path = open(&l.reference("t")).unwrap().layers[0].path.clone();
-    std::fs::write(&path, b"evil bytes").unwrap(); // same size
-    let err = open(&l.reference("t")).unwrap_err();
-    assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    std::fs::write(&path, &evil).unwrap();
+    // opening checks sizes only: a run whose disk is cached reads no layer
+    let image = open(&l.reference("t")).unwrap();
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = skiff_image::Store::open(store_dir.path()).unwrap();
+    let err = store.image_disk(&image, &|_| {}).unwrap_err().to_string();
     assert!(
-        err.to_string()
-            .ends_with("does not match its digest: the image is corrupt"),
+        err.contains("does not match its digest: the image is corrupt"),
         "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(store_dir.path().join("images/disks")).map_or(0, |d| d.count()),
+        0,
+        "a disk of corrupt bytes was kept"
     );
 }
 

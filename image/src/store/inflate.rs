@@ -6,8 +6,8 @@
 //!
 //! The thread also hashes the blob's bytes as it reads them, and reads the blob to its end
 //! even when the tar ends first: [`Verdict::check`] then says whether the bytes the disk was
-//! made of are the blob its digest names. The blob was verified when the image was opened, but
-//! an `oci:` layout may change since, and a disk is cached under its layers' digests.
+//! made of are the blob its digest names. This is where a layer's bytes are verified: opening
+//! an image checks only their size, so that a run whose disk is cached reads no layer.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -185,7 +185,8 @@ fn finish(mut raw: BufReader<Hashing>, digest: &str, size: u64) -> Result<(), St
     let actual = format!("sha256:{}", hex::encode(h.hash.finalize()));
     if h.len != size || actual != digest {
         return Err(format!(
-            "layer {digest} changed since the image was opened ({} bytes, {actual}): refusing it",
+            "layer {digest} does not match its digest: the image is corrupt ({} bytes read, \
+             hashing to {actual})",
             h.len
         ));
     }
