@@ -39,6 +39,14 @@ find . -xdev -print0 | perl -0ne '
     }' | LC_ALL=C sort
 "#;
 
+/// Held by the cases that boot many or large guests, so that they never overlap each other:
+/// inside the nested test VM, one vCPU runs every guest.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// security.capability granting CAP_NET_RAW, effective (VFS_CAP_REVISION_2).
 const CAP_NET_RAW: [u8; 20] = [
     1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -117,6 +125,7 @@ fn listing_on_host(root: &Path) -> String {
 
 #[test]
 fn the_image_disk_reads_back_in_the_guest_as_umoci_unpacks_the_image() {
+    let _heavy = heavy();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     stack_layers(
@@ -163,6 +172,7 @@ fn the_image_disk_reads_back_in_the_guest_as_umoci_unpacks_the_image() {
 
 #[test]
 fn the_debian_image_runs_its_package_tools() {
+    let _heavy = heavy();
     let root = Root::new();
     let debian = format!("oci:{}:latest", images().join("oci/debian").display());
     let o = root.skiff(&[
@@ -274,12 +284,15 @@ fn a_read_only_root_refuses_writes_while_tmpfs_takes_them() {
 
 #[test]
 fn concurrent_first_runs_of_a_new_image_build_its_disk_once() {
+    let _heavy = heavy();
     let root = Root::new();
     let img = busybox();
     let runs: Vec<_> = (0..10)
         .map(|_| {
             let mut c = root.cmd(&["run", "--rm", "--memory", "128m", &img, "echo", "ok"]);
+            // ten guests booting at once on a one-vCPU nested test VM take minutes
             c.env("SKIFF_LOG", "skiff_image=info")
+                .env("SKIFF_BOOT_TIMEOUT", "600")
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped());
             c.spawn().unwrap()
