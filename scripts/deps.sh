@@ -10,6 +10,10 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # kernel-config/VERSION holds the kernel source as `package=version`
 kernel_pin=$(cat "$here/../kernel-config/VERSION")
+# virtiofsd (not packaged in Debian 12) is built from its published release into skiff's cache,
+# keyed by this version; skiff looks for it there
+virtiofsd_version=$(cat "$here/virtiofsd.version")
+virtiofsd_root=${SKIFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skiff}/virtiofsd/$virtiofsd_version
 
 packages=(
     # toolchain basics (the Rust toolchain itself comes from rustup, below)
@@ -22,6 +26,8 @@ packages=(
     passt dnsmasq-base
     # image disks: the writable layer's ext4 (mke2fs), fsck.erofs for the EROFS writer's tests
     e2fsprogs erofs-utils
+    # virtiofsd's build (shared directories); inotify-tools for the file-watch tests
+    libseccomp-dev libcap-ng-dev pkg-config inotify-tools
     # scripts, tests and the benchmark
     jq zstd tmux hyperfine time bc
 )
@@ -67,9 +73,24 @@ rust() {
     fi
 }
 
+# virtiofsd at the pinned version in the cache, built once with cargo (about 2 minutes).
+virtiofsd() {
+    [ -x "$virtiofsd_root/bin/virtiofsd" ] && return
+    echo "deps: building virtiofsd $virtiofsd_version into $virtiofsd_root (once)"
+    rm -rf "$virtiofsd_root.tmp"
+    cargo install --quiet --locked virtiofsd --version "$virtiofsd_version" --root "$virtiofsd_root.tmp"
+    rm -rf "$virtiofsd_root"
+    mv "$virtiofsd_root.tmp" "$virtiofsd_root"
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
     echo "deps: all ${#packages[@]} packages present"
-    [ "${1:-}" = --check ] || rust
+    if [ "${1:-}" = --check ]; then
+        [ -x "$virtiofsd_root/bin/virtiofsd" ] || { echo "deps: missing: virtiofsd $virtiofsd_version"; exit 1; }
+        exit 0
+    fi
+    rust
+    virtiofsd
     exit 0
 fi
 if [ "${1:-}" = --check ]; then
@@ -89,3 +110,4 @@ done
 echo "deps: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y --no-install-recommends "${missing[@]}"
 rust
+virtiofsd

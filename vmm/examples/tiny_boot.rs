@@ -24,6 +24,7 @@ fn boot(kernel: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
         vsock: None,
         net: None,
         disks: Vec::new(),
+        shares: Vec::new(),
     };
     run_vm(&config, &StopHandle::new())?;
     Ok(())

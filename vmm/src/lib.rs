@@ -14,4 +14,4 @@ pub mod vmm;
 pub use probe::{guest_code_runs_natively, ProbeResult};
 pub use stop::StopHandle;
 pub use vm::{ResetCause, VmExit};
-pub use vmm::{run_vm, DiskConfig, NetConfig, SerialOutput, VmConfig, VmmError};
+pub use vmm::{run_vm, DiskConfig, NetConfig, SerialOutput, ShareConfig, VmConfig, VmmError};

@@ -1,7 +1,10 @@
-//! Guest memory (anonymous, lazily backed: untouched pages cost nothing) and the guest
-//! physical address layout.
+//! Guest memory (lazily backed: untouched pages cost nothing; anonymous, or one shared memfd
+//! when a vhost-user backend must map it too) and the guest physical address layout.
 
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
 
 /// Start of the hole below 4 GiB that holds device MMIO (virtio-mmio, IOAPIC, LAPIC).
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
@@ -38,6 +41,8 @@ pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 pub enum MemoryError {
     #[error("guest memory of {mib} MiB is too small (at least 2 MiB)")]
     TooSmall { mib: u64 },
+    #[error("cannot create a shared memory file of {mib} MiB for guest memory: {source}")]
+    Memfd { mib: u64, source: std::io::Error },
     #[error("cannot map {mib} MiB of guest memory: {source}")]
     Map {
         mib: u64,
@@ -58,17 +63,45 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, u64)> {
     }
 }
 
-/// Reserves `mib` MiB of anonymous guest memory. Nothing is touched or zeroed up front: the
-/// kernel hands out zero pages on first access.
-pub fn create_guest_memory(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+/// Reserves `mib` MiB of guest memory. Nothing is touched or zeroed up front: the kernel hands
+/// out zero pages on first access. `shared` memory is one memfd mapped `MAP_SHARED`, each RAM
+/// range at its own offset, so another process (a vhost-user backend) can map the same pages
+/// from the file descriptor the region carries.
+pub fn create_guest_memory(mib: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
     if mib < 2 {
         return Err(MemoryError::TooSmall { mib });
     }
-    let ranges: Vec<(GuestAddress, usize)> = ram_ranges(mib << 20)
+    let file = if shared {
+        Some(memfd(mib).map_err(|source| MemoryError::Memfd { mib, source })?)
+    } else {
+        None
+    };
+    let mut offset = 0;
+    let ranges: Vec<(GuestAddress, usize, Option<FileOffset>)> = ram_ranges(mib << 20)
         .into_iter()
-        .map(|(start, len)| (start, len as usize))
+        .map(|(start, len)| {
+            let at = file
+                .as_ref()
+                .map(|f| FileOffset::from_arc(f.clone(), offset));
+            offset += len;
+            (start, len as usize, at)
+        })
         .collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Map { mib, source })
+    GuestMemoryMmap::from_ranges_with_files(&ranges)
+        .map_err(|source| MemoryError::Map { mib, source })
+}
+
+/// A sparse memfd of `mib` MiB.
+fn memfd(mib: u64) -> std::io::Result<std::sync::Arc<File>> {
+    // SAFETY: the name is a NUL-terminated literal; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"skiff-guest-ram".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(mib << 20)?;
+    Ok(std::sync::Arc::new(file))
 }
 
 #[cfg(test)]
@@ -93,8 +126,32 @@ mod tests {
 
     #[test]
     fn memory_is_readable_and_zero_without_setup() {
-        let mem = create_guest_memory(8).unwrap();
-        assert_eq!(mem.last_addr(), GuestAddress((8 << 20) - 1));
-        assert_eq!(mem.read_obj::<u64>(GuestAddress(0x1000)).unwrap(), 0);
+        for shared in [false, true] {
+            let mem = create_guest_memory(8, shared).unwrap();
+            assert_eq!(mem.last_addr(), GuestAddress((8 << 20) - 1));
+            assert_eq!(mem.read_obj::<u64>(GuestAddress(0x1000)).unwrap(), 0);
+        }
+    }
+
+    #[test]
+    fn shared_memory_is_one_file_at_consecutive_offsets() {
+        use std::os::fd::AsRawFd;
+        use vm_memory::GuestMemoryRegion;
+        let mem = create_guest_memory((MMIO_GAP_START >> 20) + 16, true).unwrap();
+        let regions: Vec<_> = mem.iter().collect();
+        assert_eq!(regions.len(), 2);
+        let files: Vec<_> = regions
+            .iter()
+            .map(|r| r.file_offset().expect("a file-backed region"))
+            .collect();
+        assert_eq!(files[0].start(), 0);
+        assert_eq!(files[1].start(), MMIO_GAP_START);
+        assert_eq!(files[0].file().as_raw_fd(), files[1].file().as_raw_fd());
+        // A write through the mapping is visible through the file.
+        mem.write_obj(0xabcdu32, GuestAddress(MMIO_GAP_END))
+            .unwrap();
+        let mut b = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(files[1].file(), &mut b, MMIO_GAP_START).unwrap();
+        assert_eq!(u32::from_le_bytes(b), 0xabcd);
     }
 }

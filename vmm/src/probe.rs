@@ -84,6 +84,7 @@ fn measure() -> Result<ProbeResult, Box<dyn std::error::Error>> {
         MachineConfig {
             vcpus: 1,
             memory_mib: 2,
+            shared_memory: false,
         },
     )?;
     machine.add_i8042()?;

@@ -107,6 +107,8 @@ pub enum MachineError {
 pub struct MachineConfig {
     pub vcpus: u8,
     pub memory_mib: u64,
+    /// Guest memory in a shared memfd (for vhost-user backends), not anonymous.
+    pub shared_memory: bool,
 }
 
 /// Which vCPUs start running at once.
@@ -141,7 +143,7 @@ impl Machine {
             });
         }
         let vm = hypervisor.create_vm()?;
-        let memory = create_guest_memory(config.memory_mib)?;
+        let memory = create_guest_memory(config.memory_mib, config.shared_memory)?;
         vm.set_memory(&memory)?;
         vm.create_irqchip()?;
         let vcpus = (0..config.vcpus)

@@ -11,6 +11,8 @@ use crate::boot::{self, BootError, KernelBoot};
 use crate::devices::block::{BlockDevice, BlockError};
 use crate::devices::console::{ConsoleWriter, PanicNote};
 use crate::devices::net::{NetDevice, NetError, StreamBackend};
+use crate::devices::vhost_user::fs::virtio_fs;
+use crate::devices::vhost_user::VhostUserError;
 use crate::devices::virtio::VirtioDevice;
 use crate::devices::virtio_block::VirtioBlock;
 use crate::devices::virtio_net::VirtioNet;
@@ -51,6 +53,17 @@ pub struct VmConfig {
     /// The guest's disks, attached in this order after the other devices; a disk's serial
     /// tells the guest which one it is (`/sys/block/vd*/serial`).
     pub disks: Vec<DiskConfig>,
+    /// Shared directories (virtio-fs), each served by a vhost-user backend; with any, guest
+    /// memory is a shared memfd the backends map.
+    pub shares: Vec<ShareConfig>,
+}
+
+/// A virtio-fs device: the tag the guest mounts, and the socket its vhost-user backend
+/// (virtiofsd) listens on.
+#[derive(Debug, Clone)]
+pub struct ShareConfig {
+    pub tag: String,
+    pub socket: PathBuf,
 }
 
 /// The guest's network card: its MAC and MTU, and the connected Unix stream socket of the host
@@ -108,6 +121,8 @@ pub enum VmmError {
         serial: String,
         source: BlockError,
     },
+    #[error("shared directory {tag}: {source}")]
+    Share { tag: String, source: VhostUserError },
     #[error(transparent)]
     Hypervisor(HypervisorError),
     #[error(transparent)]
@@ -201,6 +216,7 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
         MachineConfig {
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
+            shared_memory: !config.shares.is_empty(),
         },
     )?;
     let panic = PanicNote::default();
@@ -237,6 +253,13 @@ pub fn run_vm(config: &VmConfig, stop: &StopHandle) -> Result<VmExit, VmmError> 
             &mut cmdline,
             Box::new(VirtioBlock::new(device)),
         )?;
+    }
+    for share in &config.shares {
+        let device = virtio_fs(&share.socket, &share.tag).map_err(|source| VmmError::Share {
+            tag: share.tag.clone(),
+            source,
+        })?;
+        attach(&mut machine, &mut cmdline, Box::new(device))?;
     }
     let state = boot::load_kernel(
         machine.memory(),

@@ -62,6 +62,7 @@ fn real_kernel_prints_banner_cmdline_and_memory_map() {
             mtu: 65520,
         }),
         disks: Vec::new(),
+        shares: Vec::new(),
     };
     let stop = StopHandle::new();
     let vm = {

@@ -51,6 +51,7 @@ fn machine(vcpus: u8) -> Machine {
         MachineConfig {
             vcpus,
             memory_mib: 4,
+            shared_memory: false,
         },
     )
     .unwrap()
@@ -317,6 +318,7 @@ fn config(kernel: std::path::PathBuf, serial: SerialOutput) -> VmConfig {
         vsock: None,
         net: None,
         disks: Vec::new(),
+        shares: Vec::new(),
     }
 }
 

@@ -281,7 +281,7 @@ mod tests {
 
     #[test]
     fn missing_kernel_is_named() {
-        let mem = crate::memory::create_guest_memory(16).unwrap();
+        let mem = crate::memory::create_guest_memory(16, false).unwrap();
         let err = load_kernel(
             &mem,
             &KernelBoot {

@@ -13,6 +13,7 @@ pub(crate) mod socket;
 pub(crate) mod test_drain;
 #[cfg(test)]
 pub(crate) mod test_ring;
+pub mod vhost_user;
 pub mod virtio;
 pub mod virtio_block;
 pub mod virtio_net;
