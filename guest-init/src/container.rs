@@ -245,7 +245,7 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
     enter_root(root)?;
     mount_specials()?;
     etc_files::write(&spec.etc_files)?;
-    rootfs::finish_inside(&spec.root, &spec.tmpfs)?;
+    rootfs::finish_inside(&spec.root, &spec.tmpfs, &spec.shares)?;
     if !spec.hostname.is_empty() {
         unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
     }

@@ -18,6 +18,7 @@ mod publish;
 mod reaper;
 mod rootfs;
 mod session;
+mod shares;
 mod stdin;
 mod terminal;
 mod user;

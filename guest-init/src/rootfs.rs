@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::mount::{mount, MsFlags};
-use protocol::{ImageRoot, RootSpec, TmpfsMount, WritableLayer};
+use protocol::{ImageRoot, RootSpec, ShareMount, TmpfsMount, WritableLayer};
 use tracing::debug;
 
 use crate::error::{Context, Error, Result};
@@ -171,11 +171,23 @@ fn copy_attributes(from: &Path, to: &Path) -> Result<()> {
     .ctx(|| format!("set the times of {}", to.display()))
 }
 
-/// Inside the container, once its own mounts are in place: the tmpfs mounts of the spec, then
-/// a read-only root when the spec has no writable layer.
-pub fn finish_inside(spec: &RootSpec, tmpfs: &[TmpfsMount]) -> Result<()> {
-    for t in tmpfs {
-        mount_tmpfs(t)?;
+/// Inside the container, once its own mounts are in place: the tmpfs mounts and shared
+/// directories of the spec, parents before what is mounted inside them (as docker orders
+/// them), then a read-only root when the spec has no writable layer.
+pub fn finish_inside(spec: &RootSpec, tmpfs: &[TmpfsMount], shares: &[ShareMount]) -> Result<()> {
+    let depth = |p: &str| Path::new(p).components().count();
+    let mut mounts: Vec<(usize, Result<&TmpfsMount, &ShareMount>)> = tmpfs
+        .iter()
+        .map(|t| (depth(&t.path), Ok(t)))
+        .chain(shares.iter().map(|s| (depth(&s.target), Err(s))))
+        .collect();
+    // stable: mounts at the same depth keep the order they were given in
+    mounts.sort_by_key(|m| m.0);
+    for (_, m) in mounts {
+        match m {
+            Ok(t) => mount_tmpfs(t)?,
+            Err(s) => crate::shares::mount_share(s)?,
+        }
     }
     if spec.writable == WritableLayer::ReadOnly {
         mount(

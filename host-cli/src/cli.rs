@@ -42,6 +42,9 @@ pub enum Command {
     Save(crate::commands::archive::SaveArgs),
     /// Create an image from a root filesystem tarball.
     Import(crate::commands::archive::ImportArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(crate::volumes::commands::VolumeCommand),
     #[command(flatten)]
     Container(crate::container::cli::ContainerCommand),
 }
@@ -116,6 +119,14 @@ pub struct RunArgs {
     /// dev, noatime).
     #[arg(long, value_name = "PATH[:OPTIONS]", value_parser = crate::mounts::parse_tmpfs)]
     pub tmpfs: Vec<protocol::TmpfsMount>,
+    /// Mount a host directory or file (an absolute path; a missing directory is created) or a
+    /// named volume at a container path, read-only with `:ro`.
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:TARGET[:ro|rw]", value_parser = crate::mounts::parse_volume)]
+    pub volumes: Vec<crate::mounts::Share>,
+    /// Mount as docker's --mount: type=bind|volume|tmpfs,source=…,target=…[,readonly] (a
+    /// missing bind source is an error).
+    #[arg(long = "mount", value_name = "type=…,source=…,target=…", value_parser = crate::mounts::parse_mount)]
+    pub mounts: Vec<crate::mounts::MountFlag>,
     /// The image: NAME[:TAG], NAME@sha256:DIGEST, an image ID, oci:DIR[:TAG] or
     /// oci-archive:FILE[:TAG].
     pub image: String,

@@ -13,11 +13,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use protocol::RunSpec;
 
 use crate::cli::EngineKind;
-use crate::engine::{self, BootConfig, Disk, Machine, NetAttachment};
+use crate::engine::{self, BootConfig, Disk, Machine, NetAttachment, SharedDir};
 use crate::network::passt::Passt;
 use crate::network::relay::{self, Relay};
 use crate::network::PortMapping;
 use crate::session::{Outcome, Session, SessionError, SessionIo, SignalSender};
+use crate::shares::virtiofsd::Virtiofsd;
+use crate::shares::HostShare;
 use crate::{assets, console, dirs, initramfs};
 
 /// How long the guest may take from VM start to guest-init's connection
@@ -41,6 +43,8 @@ pub struct VmConfig {
     pub publish: Vec<PortMapping>,
     /// The container's disks (its image, its writable layer).
     pub disks: Vec<Disk>,
+    /// The host directories the VM shares.
+    pub shares: Vec<HostShare>,
 }
 
 /// Where the container's stdio goes.
@@ -103,6 +107,16 @@ pub fn launch(
         }
         None => (None, None),
     };
+    let mut servers = Vec::new();
+    let mut shared = Vec::new();
+    for share in &vm.shares {
+        let socket = dir.path().join(format!("{}.sock", share.tag));
+        servers.push(Virtiofsd::start(share, &socket)?);
+        shared.push(SharedDir {
+            tag: share.tag.clone(),
+            socket,
+        });
+    }
     let boot = BootConfig {
         kernel,
         initramfs,
@@ -113,6 +127,7 @@ pub fn launch(
         console_log: dir.path().join("console.log"),
         network,
         disks: vm.disks.clone(),
+        shares: shared,
     };
     let console = vm
         .debug
@@ -126,6 +141,7 @@ pub fn launch(
             &listener,
             machine.as_mut(),
             &mut passt,
+            &mut servers,
             spec,
             attach,
             watcher,
@@ -141,6 +157,7 @@ pub fn launch(
     };
     let ended = machine.shutdown(grace);
     drop(passt);
+    drop(servers);
     if let Some(c) = console {
         c.stop();
     }
@@ -174,6 +191,7 @@ fn drive(
     listener: &UnixListener,
     vm: &mut dyn Machine,
     passt: &mut Option<Passt>,
+    servers: &mut [Virtiofsd],
     spec: RunSpec,
     attach: Attach,
     watcher: &mut dyn Watcher,
@@ -243,6 +261,12 @@ fn drive(
         if let Some(why) = passt.as_mut().and_then(Passt::poll_gone) {
             if vm_gone.is_none() {
                 eprintln!("skiff: the container lost its network: {why}");
+            }
+        }
+        // A shared directory's server died: the container's files there are gone for it.
+        for why in servers.iter_mut().filter_map(Virtiofsd::poll_gone) {
+            if vm_gone.is_none() {
+                eprintln!("skiff: the container lost a shared directory: {why}");
             }
         }
         // The VM is gone: give the session a moment to drain what already arrived, then cut it.

@@ -17,4 +17,6 @@ pub mod network;
 pub mod programs;
 pub mod run;
 pub mod session;
+pub mod shares;
 pub mod terminal;
+pub mod volumes;

@@ -12,7 +12,16 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_SKIFF_ERROR } else { 0 };
-            let _ = e.print();
+            // A flag's value that its parser refused: one line naming the flag and why.
+            let line = (e.kind() == clap::error::ErrorKind::ValueValidation)
+                .then(|| e.render().to_string())
+                .and_then(|text| text.lines().next().map(str::to_string));
+            match line {
+                Some(line) => eprintln!("skiff: {line}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             std::process::exit(code);
         }
     };
@@ -30,6 +39,7 @@ fn main() {
         Command::Load(args) => skiff::commands::archive::load(args),
         Command::Save(args) => skiff::commands::archive::save(args),
         Command::Import(args) => skiff::commands::archive::import(args),
+        Command::Volume(cmd) => skiff::volumes::commands::volume(cmd),
         Command::Container(cmd) => skiff::container::cli::dispatch(cmd),
     };
     match result {

@@ -16,3 +16,31 @@ pub fn find(var: &str, name: &str) -> Option<PathBuf> {
         .map(|d| d.join(name))
         .find(|p| p.is_file())
 }
+
+/// Makes the child `cmd` starts die with the thread that starts it (`PR_SET_PDEATHSIG`), so a
+/// skiff killed with SIGKILL leaves no helper behind, and keeps the descriptors `inherit` open
+/// across its exec (every other descriptor of skiff's is close-on-exec). A skiff that died
+/// before the child's prctl took effect is caught by the parent check.
+pub fn tie_to_parent(cmd: &mut std::process::Command, inherit: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: fcntl, prctl and getppid are async-signal-safe; they change only the child.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            for &fd in &inherit {
+                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other(
+                    "skiff exited while starting a helper",
+                ));
+            }
+            Ok(())
+        });
+    }
+}

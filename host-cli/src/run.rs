@@ -13,6 +13,7 @@ use crate::cli::RunArgs;
 use crate::container::monitor::{self, Forward};
 use crate::container::state::{self, short_id, Config, Container};
 use crate::launch::{self, Attach};
+use crate::mounts::MountFlag;
 use crate::{container, engine, forward, terminal};
 
 /// Runs the container and returns the exit code skiff should exit with.
@@ -23,6 +24,18 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     let mut network = args.network.config().map_err(anyhow::Error::msg)?;
     // A host port in use fails here, before anything is created (the VM binds it for real).
     drop(crate::network::relay::bind(&network.publish)?);
+    // --mount type=tmpfs joins --tmpfs; the shares are checked (and made) before the image is
+    // fetched, so a bad one changes nothing
+    let mut tmpfs = args.tmpfs.clone();
+    let mut requests = args.volumes.clone();
+    for m in &args.mounts {
+        match m {
+            MountFlag::Share(s) => requests.push(s.clone()),
+            MountFlag::Tmpfs(t) => tmpfs.push(t.clone()),
+        }
+    }
+    let tmpfs_targets: Vec<String> = tmpfs.iter().map(|t| t.path.clone()).collect();
+    let shares = crate::shares::plan(&requests, &tmpfs_targets)?;
     let image = crate::commands::pull::resolve_for_run(&args.image, args.pull, &args.registry)?;
     if args.network.publish_all {
         network
@@ -47,7 +60,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
         root: container::disks::root_spec(args.read_only),
-        tmpfs: args.tmpfs.clone(),
+        tmpfs,
+        shares: shares.mounts,
         host_time_ns: 0,
         network: net_spec,
         etc_files,
@@ -68,6 +82,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         debug,
         store_manifest,
         network: network.clone(),
+        shares: shares.shares.clone(),
+        mounts: shares.records.clone(),
     };
     let create = || -> Result<Container> {
         let c = state::create(&state::containers_dir(), id, args.name.as_deref(), config)?;

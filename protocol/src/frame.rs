@@ -302,7 +302,7 @@ pub fn read_message<R: Read + ?Sized>(r: &mut R) -> Result<Option<Message>, Prot
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ImageRoot, RootSpec, TermSize, TmpfsMount, WritableLayer};
+    use crate::{ImageRoot, RootSpec, ShareMount, TermSize, TmpfsMount, WritableLayer};
 
     fn all_messages() -> Vec<Message> {
         vec![
@@ -327,6 +327,13 @@ mod tests {
                 tmpfs: vec![TmpfsMount {
                     path: "/tmp".into(),
                     options: vec!["size=65536k".into()],
+                }],
+                shares: vec![ShareMount {
+                    tag: "skiff-0".into(),
+                    entry: "app.conf".into(),
+                    target: "/etc/app.conf".into(),
+                    read_only: true,
+                    populate: false,
                 }],
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,

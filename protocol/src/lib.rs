@@ -43,7 +43,7 @@ mod spec;
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
 pub use spec::{
     EtcFile, ExecSpec, ExitStatus, FailureKind, ImageRoot, NetworkSpec, RelayHeader, RootSpec,
-    RunSpec, TermSize, TmpfsMount, Transport, WritableLayer,
+    RunSpec, ShareMount, TermSize, TmpfsMount, Transport, WritableLayer,
 };
 
 /// Protocol version; the host refuses a guest that speaks another one.
@@ -53,7 +53,8 @@ pub use spec::{
 /// [`PUBLISH_PORT`].
 /// 5: the root filesystem from disks ([`RootSpec`]) instead of layers streamed in the session;
 /// tmpfs mounts.
-pub const VERSION: u32 = 5;
+/// 6: shared host directories mounted in the container ([`ShareMount`]).
+pub const VERSION: u32 = 6;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.
 pub const MAX_FRAME: usize = MAX_CHUNK + 64;

@@ -28,6 +28,10 @@ pub struct RunSpec {
     /// tmpfs mounts inside the container (`--tmpfs`), in order.
     #[serde(default)]
     pub tmpfs: Vec<TmpfsMount>,
+    /// Host directories shared with the VM (virtio-fs) mounted in the container (`-v`,
+    /// `--mount`), in the order to mount them (parents first).
+    #[serde(default)]
+    pub shares: Vec<ShareMount>,
     /// The host's wall clock when the spec was sent, in nanoseconds since the Unix epoch (0:
     /// unknown). A guest without a clock of its own starts from it.
     #[serde(default)]
@@ -181,6 +185,21 @@ pub struct TmpfsMount {
     /// Mount options as the host checked them (`size=…`, `mode=…`, `nosuid`, …): `size`,
     /// `mode`, `uid`, `gid`, `nr_inodes` go to tmpfs, the flags to the mount.
     pub options: Vec<String>,
+}
+
+/// A shared host directory (or one file in it) mounted in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareMount {
+    /// The virtio-fs tag of the VM's shared directory.
+    pub tag: String,
+    /// What of the share to mount: empty for its root, else one name in it (a file bind).
+    pub entry: String,
+    /// Absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+    /// First copy what the image has at `target` into the share (an empty named volume's
+    /// first use, as docker does).
+    pub populate: bool,
 }
 
 /// How the container's process ended. Decoding accepts only what a process can end with: a

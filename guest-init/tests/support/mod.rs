@@ -260,6 +260,7 @@ pub fn spec(argv: &[&str], root: RootSpec) -> RunSpec {
         stdin: false,
         root,
         tmpfs: vec![],
+        shares: vec![],
         host_time_ns: 0,
         network: None,
         etc_files: vec![],

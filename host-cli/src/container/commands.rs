@@ -387,6 +387,13 @@ pub fn inspect(args: &InspectArgs) -> Result<i32> {
                     .map(|t| (t.path.clone(), t.options.join(",")))
                     .collect::<std::collections::BTreeMap<_, _>>(),
             },
+            "Mounts": c.config.mounts.iter().map(|m| serde_json::json!({
+                "Type": m.kind,
+                "Name": m.name,
+                "Source": m.source,
+                "Destination": m.target,
+                "RW": !m.read_only,
+            })).collect::<Vec<_>>(),
             "GraphDriver": {
                 "Name": "erofs+overlay",
                 "Data": super::disks::inspect(&c.dir, c.config.read_only),

@@ -210,6 +210,7 @@ pub fn supervise(
             .then(|| c.config.network.mac_for(&c.config.id)),
         publish: c.config.network.publish.clone(),
         disks: super::disks::attachments(&c.dir, c.config.read_only),
+        shares: c.config.shares.clone(),
     };
     let mut watcher = Supervisor {
         c,

@@ -51,6 +51,19 @@ pub struct Config {
     pub store_manifest: Option<String>,
     #[serde(default)]
     pub network: crate::network::NetworkConfig,
+    /// The host directories the VM shares (`-v`, `--mount`).
+    #[serde(default)]
+    pub shares: Vec<crate::shares::HostShare>,
+    /// The container's mounts, as `inspect` shows them.
+    #[serde(default)]
+    pub mounts: Vec<crate::shares::MountRecord>,
+}
+
+impl Config {
+    /// The names of the volumes the container mounts.
+    pub fn volumes(&self) -> impl Iterator<Item = &str> {
+        self.mounts.iter().filter_map(|m| m.name.as_deref())
+    }
 }
 
 /// Where a container is in its life.
@@ -420,6 +433,7 @@ mod tests {
                 stdin: false,
                 root: crate::container::disks::root_spec(false),
                 tmpfs: vec![],
+                shares: vec![],
                 host_time_ns: 0,
                 network: None,
                 etc_files: vec![],
@@ -432,6 +446,8 @@ mod tests {
             debug: false,
             store_manifest: None,
             network: Default::default(),
+            shares: vec![],
+            mounts: vec![],
         }
     }
 

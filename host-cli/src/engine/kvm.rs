@@ -6,7 +6,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use vmm::{DiskConfig, NetConfig, SerialOutput, StopHandle, VmConfig, VmExit, VmmError};
+use vmm::{
+    DiskConfig, NetConfig, SerialOutput, ShareConfig, StopHandle, VmConfig, VmExit, VmmError,
+};
 
 use crate::network::MTU;
 
@@ -101,6 +103,14 @@ pub fn start(boot: &BootConfig) -> Result<Box<dyn Machine>> {
         vsock: Some((GUEST_CID, boot.vsock_uds.clone())),
         net,
         disks,
+        shares: boot
+            .shares
+            .iter()
+            .map(|s| ShareConfig {
+                tag: s.tag.clone(),
+                socket: s.socket.clone(),
+            })
+            .collect(),
     };
     let stop = StopHandle::new();
     let (tx, done) = mpsc::channel();

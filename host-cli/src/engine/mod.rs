@@ -36,6 +36,14 @@ pub struct Disk {
     pub serial: &'static str,
 }
 
+/// A shared directory of the VM (virtio-fs): the tag the guest mounts, and the socket its
+/// vhost-user backend listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDir {
+    pub tag: String,
+    pub socket: PathBuf,
+}
+
 /// What every engine boots.
 #[derive(Debug)]
 pub struct BootConfig {
@@ -54,6 +62,8 @@ pub struct BootConfig {
     pub network: Option<NetAttachment>,
     /// The disks, in this order.
     pub disks: Vec<Disk>,
+    /// The shared directories.
+    pub shares: Vec<SharedDir>,
 }
 
 /// A running VM.

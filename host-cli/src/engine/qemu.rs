@@ -102,6 +102,17 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
             format!("virtio-blk-device,drive=disk{i},serial={}", disk.serial),
         ]);
     }
+    for (i, share) in boot.shares.iter().enumerate() {
+        args.extend([
+            "-chardev".to_string(),
+            format!(
+                "socket,id=fs{i},path={}",
+                share.socket.display().to_string().replace(',', ",,")
+            ),
+            "-device".into(),
+            format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
+        ]);
+    }
     args
 }
 
@@ -134,28 +145,10 @@ impl Qemu {
             .stderr(log2)
             // Out of the terminal's process group: Ctrl-C is for the container, not for qemu.
             .process_group(0);
-        // SAFETY: prctl and getppid are async-signal-safe. qemu dies with the thread that
-        // started it, so a killed skiff (or monitor) leaves no VM behind; a parent that died
-        // before the prctl took effect is caught by the parent check.
-        let parent = std::process::id();
-        let net_fd = boot.network.as_ref().map(|n| n.socket.as_raw_fd());
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The network device's socket survives the exec (`-netdev …,addr.type=fd`).
-                if let Some(fd) = net_fd {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if libc::getppid() as u32 != parent {
-                    return Err(std::io::Error::other("skiff exited while starting qemu"));
-                }
-                Ok(())
-            });
-        }
+        // qemu dies with the thread that started it, so a killed skiff (or monitor) leaves no
+        // VM behind; the network device's socket survives the exec (`-netdev …,addr.type=fd`).
+        let inherit = boot.network.as_ref().map(|n| n.socket.as_raw_fd());
+        crate::programs::tie_to_parent(&mut cmd, inherit.into_iter().collect());
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", qemu.display()))?;
@@ -257,6 +250,10 @@ mod tests {
                     serial: "rw",
                 },
             ],
+            shares: vec![super::super::SharedDir {
+                tag: "skiff-0".into(),
+                socket: "/r/skiff-0.sock".into(),
+            }],
         };
         let a = arguments(
             &boot,
@@ -281,6 +278,7 @@ mod tests {
             "-device virtio-blk-device,drive=disk0,serial=img",
             "-drive file=/d/rw.ext4,if=none,id=disk1,format=raw,readonly=off",
             "-device virtio-blk-device,drive=disk1,serial=rw",
+            "-chardev socket,id=fs0,path=/r/skiff-0.sock -device vhost-user-fs-device,chardev=fs0,tag=skiff-0",
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
         }

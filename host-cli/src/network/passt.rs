@@ -85,18 +85,8 @@ impl Passt {
             .stdout(out)
             .stderr(err)
             .process_group(0);
-        // SAFETY: fcntl and prctl are async-signal-safe; they only change this child's state.
-        unsafe {
-            cmd.pre_exec(move || {
-                // passt's end of the pair survives the exec; every other descriptor of skiff's
-                // stays close-on-exec.
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // passt's end of the pair survives the exec
+        crate::programs::tie_to_parent(&mut cmd, vec![fd]);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", bin.display()))?;

@@ -1,0 +1,164 @@
+//! virtiofsd, the vhost-user backend of a shared directory: one process per share of a VM,
+//! started before the VM on a listening socket skiff made (so the VM can connect at once and
+//! no path race exists), tied to skiff's life, and stopped at the VM's end. It also ends by
+//! itself when its one frontend (qemu or skiff's own VMM) disconnects.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use super::HostShare;
+
+const HINT: &str = "install it with scripts/deps.sh (it builds virtiofsd into skiff's cache), \
+     put virtiofsd on PATH or set SKIFF_VIRTIOFSD";
+
+/// The virtiofsd release scripts/deps.sh builds into the cache.
+const VERSION: &str = include_str!("../../../scripts/virtiofsd.version");
+
+/// virtiofsd: `$SKIFF_VIRTIOFSD`, else the cached build of the pinned release, else on `PATH`
+/// or where distributions put it (`/usr/libexec`, `/usr/lib/qemu`).
+pub fn binary() -> Result<PathBuf> {
+    let cached = crate::dirs::cache_dir()
+        .join("virtiofsd")
+        .join(VERSION.trim())
+        .join("bin/virtiofsd");
+    let found = match std::env::var_os("SKIFF_VIRTIOFSD").filter(|p| !p.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => [cached]
+            .into_iter()
+            .chain(crate::programs::find("SKIFF_VIRTIOFSD", "virtiofsd"))
+            .chain(["/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"].map(PathBuf::from))
+            .find(|p| p.is_file()),
+    };
+    let p = found.with_context(|| {
+        format!("virtiofsd is not installed (needed for -v and --mount): {HINT}")
+    })?;
+    anyhow::ensure!(
+        p.is_file(),
+        "virtiofsd is not at {} (SKIFF_VIRTIOFSD): {HINT}",
+        p.display()
+    );
+    Ok(p)
+}
+
+/// A running virtiofsd.
+pub struct Virtiofsd {
+    child: Child,
+    tag: String,
+    log: PathBuf,
+    reported: bool,
+}
+
+/// virtiofsd's command line for `share`, listening on descriptor `fd`. As root it sandboxes
+/// itself in namespaces and passes the guest's owners through; as an ordinary user it cannot
+/// change owners or make namespaces of its own, so files land as that user.
+fn arguments(share: &HostShare, fd: i32, root: bool) -> Vec<String> {
+    let mut a = vec![
+        format!("--fd={fd}"),
+        format!("--shared-dir={}", share.dir.display()),
+        "--cache=auto".into(),
+        format!("--sandbox={}", if root { "namespace" } else { "none" }),
+        "--log-level=error".into(),
+    ];
+    if share.read_only {
+        a.push("--readonly".into());
+    }
+    a
+}
+
+impl Virtiofsd {
+    /// Starts virtiofsd for `share` with its socket at `socket` (in the VM's directory).
+    pub fn start(share: &HostShare, socket: &Path) -> Result<Virtiofsd> {
+        let bin = binary()?;
+        let listener = UnixListener::bind(socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        let log = socket.with_extension("log");
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .context("cannot duplicate the virtiofsd log")?;
+        let fd = listener.as_raw_fd();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mut cmd = Command::new(&bin);
+        cmd.args(arguments(share, fd, root))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        crate::programs::tie_to_parent(&mut cmd, vec![fd]);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        tracing::debug!(pid = child.id(), dir = %share.dir.display(), tag = share.tag, "virtiofsd started");
+        Ok(Virtiofsd {
+            child,
+            tag: share.tag.clone(),
+            log,
+            reported: false,
+        })
+    }
+
+    /// `Some(why)` the first time this virtiofsd is found gone while the VM runs.
+    pub fn poll_gone(&mut self) -> Option<String> {
+        if self.reported {
+            return None;
+        }
+        let status = self.child.try_wait().ok().flatten()?;
+        self.reported = true;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        Some(
+            match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+                Some(line) => format!("virtiofsd of {} ended ({status}): {line}", self.tag),
+                None => format!("virtiofsd of {} ended ({status})", self.tag),
+            },
+        )
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtiofsd_serves_the_directory_with_its_access() {
+        let share = HostShare {
+            tag: "skiff-0".into(),
+            dir: "/home/u/src".into(),
+            read_only: true,
+        };
+        let a = arguments(&share, 5, true).join(" ");
+        for want in [
+            "--fd=5",
+            "--shared-dir=/home/u/src",
+            "--cache=auto",
+            "--sandbox=namespace",
+            "--readonly",
+        ] {
+            assert!(a.contains(want), "{want:?} in {a}");
+        }
+        let share = HostShare {
+            read_only: false,
+            ..share
+        };
+        let a = arguments(&share, 5, false).join(" ");
+        assert!(
+            a.contains("--sandbox=none") && !a.contains("--readonly"),
+            "{a}"
+        );
+    }
+}
