@@ -1,8 +1,9 @@
 //! The user's files in the container, the whole stack on either engine: `-v` and `--mount`
 //! bind mounts of host directories and files over virtio-fs (served by a real virtiofsd),
 //! read-only mounts, owners as the container writes them, named volumes that outlive their
-//! containers and start with the image's files, `--mount type=tmpfs`, `skiff volume`, and bad
-//! input that is refused with one line and changes nothing.
+//! containers and start with the image's files, `--mount type=tmpfs`, `skiff volume`, host
+//! edits that wake a watcher in the container within a second, and bad input that is refused
+//! with one line and changes nothing.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -374,4 +375,133 @@ fn bad_mounts_are_one_line_errors_that_change_nothing() {
         &root.skiff(&["volume", "rm", "nothing"]),
         "no such volume: nothing",
     );
+}
+
+/// A file watcher for the container (busybox has none): watches the directory `argv[1]`,
+/// prints `ready`, then one line per inotify event (`NAME MASK`, `-` for the directory
+/// itself), until a file named `stop` appears.
+const WATCHER_C: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char buf[65536];
+    int fd = inotify_init1(0);
+    if (fd < 0 || argc < 2 || inotify_add_watch(fd, argv[1], IN_ALL_EVENTS) < 0) { perror("watch"); return 2; }
+    printf("ready\n"); fflush(stdout);
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return 3;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *e = (struct inotify_event *)p;
+            const char *name = e->len ? e->name : "-";
+            printf("%s %x\n", name, e->mask); fflush(stdout);
+            if (!strcmp(name, "stop")) return 0;
+            p += sizeof *e + e->len;
+        }
+    }
+}
+"#;
+
+/// Builds the watcher, static, into `dir`.
+fn build_watcher(dir: &Path) {
+    let src = dir.join("watch.c");
+    std::fs::write(&src, WATCHER_C).unwrap();
+    let o = std::process::Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(dir.join("watch"))
+        .arg(&src)
+        .output()
+        .expect("cc (build-essential)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn host_edits_wake_a_watcher_in_the_container_within_a_second() {
+    use std::io::BufRead;
+    let root = Root::new();
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().canonicalize().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    build_watcher(tools.path());
+    std::fs::write(dir.join("edited"), b"v1").unwrap();
+    std::fs::write(dir.join("removed"), b"x").unwrap();
+    let (w, t) = (
+        format!("{}:/w", dir.display()),
+        format!("{}:/t:ro", tools.path().display()),
+    );
+    let mut child = root
+        .cmd(&[
+            "run",
+            "--rm",
+            "--memory",
+            "128m",
+            "-v",
+            &w,
+            "-v",
+            &t,
+            &busybox(),
+            "/t/watch",
+            "/w",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send((Instant::now(), line));
+        }
+    });
+    let (_, first) = rx
+        .recv_timeout(Duration::from_secs(180))
+        .expect("the watcher never started");
+    assert_eq!(first, "ready");
+    // each edit on the host, and the name the watcher must report
+    let edits: [(&str, &dyn Fn(), &str); 4] = [
+        (
+            "modify",
+            &|| std::fs::write(dir.join("edited"), b"v2").unwrap(),
+            "edited",
+        ),
+        (
+            "create",
+            &|| std::fs::write(dir.join("created"), b"new").unwrap(),
+            "created",
+        ),
+        (
+            "mkdir",
+            &|| std::fs::create_dir(dir.join("newdir")).unwrap(),
+            "newdir",
+        ),
+        (
+            "remove",
+            &|| std::fs::remove_file(dir.join("removed")).unwrap(),
+            "-",
+        ),
+    ];
+    let mut latencies = Vec::new();
+    for (what, edit, name) in edits {
+        // what the guest's own reads caused is not what this edit causes
+        while rx.try_recv().is_ok() {}
+        let t0 = Instant::now();
+        edit();
+        loop {
+            let left = Duration::from_secs(1).saturating_sub(t0.elapsed());
+            let (at, line) = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{what}: no event within 1 s"));
+            if line.split(' ').next() == Some(name) {
+                latencies.push((what, at - t0));
+                break;
+            }
+        }
+    }
+    eprintln!("host edit -> container watcher: {latencies:?}");
+    std::fs::write(dir.join("stop"), b"").unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -21,6 +21,7 @@ use protocol::{
 };
 use tracing::{debug, warn};
 
+use crate::changes::Toucher;
 use crate::container::{self, ChildStdio, Process};
 use crate::error::{Context, Error, Result};
 use crate::reaper::Reaper;
@@ -146,7 +147,13 @@ pub fn serve(
             if let Some(listener) = exec_listener {
                 spawn_exec_listener(listener, container.pid, reaper.clone(), sessions.clone())?;
             }
-            let ended = relay(container, reader, writer, &reaper, Waiter::Reaper);
+            let changes = (!spec.shares.is_empty())
+                .then(|| Toucher::start(container.pid, spec.shares.clone()))
+                .and_then(|t| {
+                    t.map_err(|e| warn!(error = %e, "cannot follow host edits"))
+                        .ok()
+                });
+            let ended = relay(container, reader, writer, &reaper, Waiter::Reaper, changes);
             sessions.wait_idle(EXEC_DRAIN);
             ended
         }
@@ -345,7 +352,7 @@ fn serve_exec(conn: File, init: Pid, reaper: &Arc<Reaper>) -> Result<()> {
         Ok(process) => {
             debug!(pid = process.pid.as_raw(), argv = ?spec.argv, "exec started");
             send(&writer, &Message::Started)?;
-            relay(process, reader, writer, reaper, Waiter::Watcher)
+            relay(process, reader, writer, reaper, Waiter::Watcher, None)
         }
         Err(e) => send(
             &writer,
@@ -377,6 +384,7 @@ fn relay(
     writer: Writer,
     reaper: &Arc<Reaper>,
     waiter: Waiter,
+    changes: Option<Toucher>,
 ) -> Result<()> {
     let HostEnds {
         stdin,
@@ -400,7 +408,7 @@ fn relay(
         let pid = c.pid;
         thread::Builder::new()
             .name("host-input".into())
-            .spawn(move || host_input(reader, stdin, terminal, pid, &reaper))
+            .spawn(move || host_input(reader, stdin, terminal, changes, pid, &reaper))
             .ctx(|| "start the host input thread".into())?;
     }
     let status = match waiter {
@@ -451,6 +459,7 @@ fn host_input(
     mut reader: File,
     stdin: Option<StdinFeed>,
     terminal: Option<File>,
+    changes: Option<Toucher>,
     pid: Pid,
     reaper: &Reaper,
 ) {
@@ -496,6 +505,10 @@ fn host_input(
                     }
                 }
             }
+            Ok(Some(Message::FilesChanged(files))) => match &changes {
+                Some(t) => t.changed(files),
+                None => debug!("ignoring file changes for a session without shares"),
+            },
             Ok(Some(other)) => warn!(message = ?other, "ignoring an unexpected message"),
             Ok(None) => return end("the host closed the session"),
             Err(e) => {

@@ -203,6 +203,8 @@ fn drive(
     let mut session = Session::new(stream)?;
     let signals = session.signal_sender();
     watcher.session(&signals);
+    let shares: Vec<HostShare> = servers.iter().map(|s| s.share().clone()).collect();
+    let _watch = crate::shares::watch::start(&shares, &spec.shares, signals.clone());
     let (tx, rx) = mpsc::channel();
     // The watcher hears of the start before any output of the container is relayed.
     let started = tx.clone();

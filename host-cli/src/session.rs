@@ -214,6 +214,12 @@ impl SignalSender {
         self.control("send a resize", Message::Resize { rows, cols })
     }
 
+    /// Tells guest-init that these files of shared directories changed on the host (held
+    /// until the start; dropped after the end).
+    pub fn files_changed(&self, files: Vec<protocol::ChangedFile>) -> Result<(), SessionError> {
+        self.control("send file changes", Message::FilesChanged(files))
+    }
+
     /// Ends a session that has not ended (a process that ignores its signals, a guest that no
     /// longer answers): shuts the stream down both ways without waiting for anything. Returns
     /// whether there was a session to cut.

@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ExecSpec, ExitStatus, FailureKind, RunSpec};
+use crate::spec::{ChangedFile, ExecSpec, ExitStatus, FailureKind, RunSpec};
 use crate::MAX_FRAME;
 
 /// One of the container's standard streams.
@@ -60,6 +60,9 @@ pub enum Message {
     /// Guest → host: room for this many more bytes of stdin (see the crate documentation's
     /// flow control).
     StdinCredit(u32),
+    /// Host → guest: files of shared directories changed on the host; guest-init makes the
+    /// guest kernel tell the container's watchers (version 6).
+    FilesChanged(Vec<ChangedFile>),
 }
 
 /// Why a frame could not be read or decoded.
@@ -91,6 +94,7 @@ const TAG_RESIZE: u8 = 10;
 const TAG_EXIT: u8 = 11;
 const TAG_EXEC: u8 = 12;
 const TAG_STDIN_CREDIT: u8 = 13;
+const TAG_FILES_CHANGED: u8 = 14;
 
 #[derive(Serialize, Deserialize)]
 struct HelloBody {
@@ -155,6 +159,10 @@ impl Message {
             Message::StdinCredit(bytes) => {
                 out.push(TAG_STDIN_CREDIT);
                 out.extend_from_slice(&bytes.to_le_bytes());
+            }
+            Message::FilesChanged(files) => {
+                out.push(TAG_FILES_CHANGED);
+                serde_json::to_writer(&mut out, files)?;
             }
         }
         let len = out.len() - 4;
@@ -221,6 +229,7 @@ impl Message {
                 })?;
                 Message::StdinCredit(u32::from_le_bytes(b))
             }
+            TAG_FILES_CHANGED => Message::FilesChanged(serde_json::from_slice(payload)?),
             other => return Err(ProtocolError::UnknownTag(other)),
         };
         Ok(msg)
@@ -340,6 +349,11 @@ mod tests {
                 etc_files: vec![],
             }),
             Message::Started,
+            Message::FilesChanged(vec![ChangedFile {
+                tag: "skiff-0".into(),
+                path: "src/main.rs".into(),
+                mode: 0o644,
+            }]),
             Message::Failed {
                 kind: FailureKind::NotFound,
                 message: "nope: not found".into(),

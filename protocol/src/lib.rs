@@ -36,14 +36,20 @@
 //! byte, 0 when it reached the container's port on `127.0.0.1`, 1 when nothing listens there
 //! (the host then closes its client's connection). TCP bytes then flow unchanged both ways; UDP
 //! datagrams travel each as a `u16` big-endian length and the payload.
+//!
+//! Shared directories (version 6): the run spec's [`ShareMount`]s name virtio-fs tags that
+//! guest-init mounts in the container. While the container runs the host may send
+//! [`Message::FilesChanged`] on the session: files of a share that changed on the host, which
+//! guest-init re-applies the mode of from inside the container, so that the guest kernel tells
+//! the container's file watchers (a change on the host alone never reaches them).
 
 mod frame;
 mod spec;
 
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
 pub use spec::{
-    EtcFile, ExecSpec, ExitStatus, FailureKind, ImageRoot, NetworkSpec, RelayHeader, RootSpec,
-    RunSpec, ShareMount, TermSize, TmpfsMount, Transport, WritableLayer,
+    ChangedFile, EtcFile, ExecSpec, ExitStatus, FailureKind, ImageRoot, NetworkSpec, RelayHeader,
+    RootSpec, RunSpec, ShareMount, TermSize, TmpfsMount, Transport, WritableLayer,
 };
 
 /// Protocol version; the host refuses a guest that speaks another one.
@@ -53,7 +59,8 @@ pub use spec::{
 /// [`PUBLISH_PORT`].
 /// 5: the root filesystem from disks ([`RootSpec`]) instead of layers streamed in the session;
 /// tmpfs mounts.
-/// 6: shared host directories mounted in the container ([`ShareMount`]).
+/// 6: shared host directories mounted in the container ([`ShareMount`]); host edits in them
+/// told to the guest ([`Message::FilesChanged`]).
 pub const VERSION: u32 = 6;
 
 /// Largest frame (tag + payload) either side accepts: a full chunk plus its frame header.

@@ -202,6 +202,18 @@ pub struct ShareMount {
     pub populate: bool,
 }
 
+/// A file (or, for one that is gone, its directory) of a shared directory that changed on
+/// the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedFile {
+    /// The share's virtio-fs tag.
+    pub tag: String,
+    /// The path relative to the shared directory (empty: its root).
+    pub path: String,
+    /// Its permission bits now, on the host.
+    pub mode: u32,
+}
+
 /// How the container's process ended. Decoding accepts only what a process can end with: a
 /// code in 0..=255 or a signal in 1..=64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

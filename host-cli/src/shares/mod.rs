@@ -6,6 +6,7 @@
 //! shows them as docker's `Mounts`.
 
 pub mod virtiofsd;
+pub mod watch;
 
 use std::path::PathBuf;
 

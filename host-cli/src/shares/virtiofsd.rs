@@ -49,7 +49,7 @@ pub fn binary() -> Result<PathBuf> {
 /// A running virtiofsd.
 pub struct Virtiofsd {
     child: Child,
-    tag: String,
+    share: HostShare,
     log: PathBuf,
     reported: bool,
 }
@@ -98,10 +98,15 @@ impl Virtiofsd {
         tracing::debug!(pid = child.id(), dir = %share.dir.display(), tag = share.tag, "virtiofsd started");
         Ok(Virtiofsd {
             child,
-            tag: share.tag.clone(),
+            share: share.clone(),
             log,
             reported: false,
         })
+    }
+
+    /// The directory it serves.
+    pub fn share(&self) -> &HostShare {
+        &self.share
     }
 
     /// `Some(why)` the first time this virtiofsd is found gone while the VM runs.
@@ -114,8 +119,11 @@ impl Virtiofsd {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         Some(
             match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
-                Some(line) => format!("virtiofsd of {} ended ({status}): {line}", self.tag),
-                None => format!("virtiofsd of {} ended ({status})", self.tag),
+                Some(line) => format!(
+                    "virtiofsd of {} ended ({status}): {line}",
+                    self.share.dir.display()
+                ),
+                None => format!("virtiofsd of {} ended ({status})", self.share.dir.display()),
             },
         )
     }
