@@ -20,6 +20,8 @@ echo "==> cargo clippy" >&2
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 echo "==> cargo test" >&2
 export SKIFF_GUEST_INIT=$PWD/target/x86_64-unknown-linux-gnu/release/guest-init
+# the VMM's own tests speak to virtiofsd too (skiff finds the cached build by itself)
+export SKIFF_VIRTIOFSD=${SKIFF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/skiff}/virtiofsd/$(cat scripts/virtiofsd.version)/bin/virtiofsd
 cargo test --workspace -- --test-threads=2
 echo "==> the kvm engine end to end (inside the nested test VM where guest code is emulated)" >&2
 tests/full-stack-kvm
