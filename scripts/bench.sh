@@ -109,6 +109,11 @@ cargo test --quiet --release -p skiff-tests --test network bench_published_port 
     grep -e 'published port' -e '1 GiB' -e 'per GiB'
 
 echo
+echo "== 5c. shared directories (-v over virtio-fs): small files and a large read vs the guest's tmpfs; host edit -> container watcher"
+cargo test --quiet --release -p skiff-tests --test volumes bench_shared_directories -- --ignored --nocapture 2>&1 |
+    grep -e 'small files' -e 'sequential read' -e 'container watcher'
+
+echo
 echo "== 6. cold pull of the Debian image from a loopback registry vs skopeo copy"
 SKIFF_BIN=$skiff scripts/bench-pull.sh 5
 

@@ -417,49 +417,88 @@ fn build_watcher(dir: &Path) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// A container running the watcher on the host directory `dir` mounted at `/w`; its output
+/// lines arrive stamped with the time they reached the host.
+struct WatchedRun {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+    _tools: tempfile::TempDir,
+}
+
+impl WatchedRun {
+    fn start(root: &Root, dir: &Path) -> WatchedRun {
+        use std::io::BufRead;
+        let tools = tempfile::tempdir().unwrap();
+        build_watcher(tools.path());
+        let w = format!("{}:/w", dir.display());
+        let t = format!("{}:/t:ro", tools.path().display());
+        let mut child = root
+            .cmd(&[
+                "run",
+                "--rm",
+                "--memory",
+                "128m",
+                "-v",
+                &w,
+                "-v",
+                &t,
+                &busybox(),
+                "/t/watch",
+                "/w",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send((Instant::now(), line));
+            }
+        });
+        let (_, first) = lines
+            .recv_timeout(Duration::from_secs(180))
+            .expect("the watcher never started");
+        assert_eq!(first, "ready");
+        WatchedRun {
+            child,
+            lines,
+            _tools: tools,
+        }
+    }
+
+    /// Makes `edit` and returns how long until the watcher reported an event for `name`, or
+    /// `None` after a second.
+    fn latency(&self, edit: impl FnOnce(), name: &str) -> Option<Duration> {
+        // what came before (the guest's own reads) is not what this edit causes
+        while self.lines.try_recv().is_ok() {}
+        let t0 = Instant::now();
+        edit();
+        loop {
+            let left = Duration::from_secs(1).checked_sub(t0.elapsed())?;
+            let (at, line) = self.lines.recv_timeout(left).ok()?;
+            if line.split(' ').next() == Some(name) {
+                return Some(at - t0);
+            }
+        }
+    }
+
+    /// Ends the watcher with a file named `stop` in `dir`.
+    fn stop(mut self, dir: &Path) {
+        std::fs::write(dir.join("stop"), b"").unwrap();
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+    }
+}
+
 #[test]
 fn host_edits_wake_a_watcher_in_the_container_within_a_second() {
-    use std::io::BufRead;
     let root = Root::new();
     let host = tempfile::tempdir().unwrap();
     let dir = host.path().canonicalize().unwrap();
-    let tools = tempfile::tempdir().unwrap();
-    build_watcher(tools.path());
     std::fs::write(dir.join("edited"), b"v1").unwrap();
     std::fs::write(dir.join("removed"), b"x").unwrap();
-    let (w, t) = (
-        format!("{}:/w", dir.display()),
-        format!("{}:/t:ro", tools.path().display()),
-    );
-    let mut child = root
-        .cmd(&[
-            "run",
-            "--rm",
-            "--memory",
-            "128m",
-            "-v",
-            &w,
-            "-v",
-            &t,
-            &busybox(),
-            "/t/watch",
-            "/w",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send((Instant::now(), line));
-        }
-    });
-    let (_, first) = rx
-        .recv_timeout(Duration::from_secs(180))
-        .expect("the watcher never started");
-    assert_eq!(first, "ready");
+    let run = WatchedRun::start(&root, &dir);
     // each edit on the host, and the name the watcher must report
     let edits: [(&str, &dyn Fn(), &str); 4] = [
         (
@@ -485,23 +524,88 @@ fn host_edits_wake_a_watcher_in_the_container_within_a_second() {
     ];
     let mut latencies = Vec::new();
     for (what, edit, name) in edits {
-        // what the guest's own reads caused is not what this edit causes
-        while rx.try_recv().is_ok() {}
-        let t0 = Instant::now();
-        edit();
-        loop {
-            let left = Duration::from_secs(1).saturating_sub(t0.elapsed());
-            let (at, line) = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{what}: no event within 1 s"));
-            if line.split(' ').next() == Some(name) {
-                latencies.push((what, at - t0));
-                break;
-            }
-        }
+        let took = run.latency(edit, name);
+        latencies.push((
+            what,
+            took.unwrap_or_else(|| panic!("{what}: no event within 1 s")),
+        ));
     }
     eprintln!("host edit -> container watcher: {latencies:?}");
-    std::fs::write(dir.join("stop"), b"").unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    run.stop(&dir);
+}
+
+/// Shared directories' figures (scripts/bench.sh), each against its reference in the same VM:
+/// 1000 small files made, stat'ed and read on a bind mount vs on the guest's tmpfs; a 256 MiB
+/// host file read (1 MiB `read`s, as a program reads: `cat` would `sendfile`, which tmpfs
+/// serves without a copy) vs the same bytes from tmpfs; host edit → container watcher latency.
+#[test]
+#[ignore = "benchmark: scripts/bench.sh runs it"]
+fn bench_shared_directories() {
+    let root = Root::new();
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().canonicalize().unwrap();
+    let big = vec![7u8; 256 << 20];
+    std::fs::write(dir.join("big"), &big).unwrap();
+    drop(big);
+    let v = format!("{}:/bind", dir.display());
+    // milliseconds of each step, timed inside the guest (its uptime counts in 10 ms steps)
+    let script = r#"
+ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
+small() { t0=$(ms); i=0; mkdir $1/s; while [ $i -lt 1000 ]; do echo x > $1/s/f$i; i=$((i+1)); done
+  stat $1/s/* > /dev/null; cat $1/s/* > /dev/null; echo "$2 $(($(ms) - t0))"; }
+small /bind small-bind; small /tmpfs small-tmpfs
+cp /bind/big /tmpfs/big
+sync; echo 3 > /proc/sys/vm/drop_caches
+t0=$(ms); dd if=/bind/big of=/dev/null bs=1M 2>/dev/null; echo "read-bind $(($(ms) - t0))"
+t0=$(ms); dd if=/tmpfs/big of=/dev/null bs=1M 2>/dev/null; echo "read-tmpfs $(($(ms) - t0))"
+"#;
+    let img = busybox();
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "1g",
+        "-v",
+        &v,
+        "--tmpfs",
+        "/tmpfs:size=600m",
+        &img,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    let ms = |key: &str| -> f64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+    };
+    let (sb, st) = (ms("small-bind "), ms("small-tmpfs "));
+    println!("1000 small files create+stat+read: bind mount {sb} ms, tmpfs {st} ms, ratio {:.2}x (aim <= 3)", sb / st.max(1.0));
+    let (rb, rt) = (ms("read-bind "), ms("read-tmpfs "));
+    println!("256 MiB sequential read: bind mount {rb} ms, tmpfs {rt} ms, throughput ratio {:.2}x (aim >= 0.5)", rt / rb.max(1.0));
+
+    std::fs::remove_dir_all(dir.join("s")).unwrap();
+    std::fs::remove_file(dir.join("big")).unwrap();
+    std::fs::write(dir.join("edited"), b"0").unwrap();
+    let watched = WatchedRun::start(&root, &dir);
+    let mut took: Vec<Duration> = (0..50)
+        .map(|i| {
+            std::thread::sleep(Duration::from_millis(50));
+            watched
+                .latency(
+                    || std::fs::write(dir.join("edited"), i.to_string()).unwrap(),
+                    "edited",
+                )
+                .expect("an edit the watcher never saw")
+        })
+        .collect();
+    watched.stop(&dir);
+    took.sort();
+    println!(
+        "host edit -> container watcher (50 edits): median {:.1} ms, p90 {:.1} ms",
+        took[25].as_secs_f64() * 1e3,
+        took[45].as_secs_f64() * 1e3
+    );
 }

@@ -110,7 +110,12 @@ fn arguments(boot: &BootConfig, vhost: &Path, console: &Path, accel_kvm: bool) -
                 share.socket.display().to_string().replace(',', ",,")
             ),
             "-device".into(),
-            format!("vhost-user-fs-device,chardev=fs{i},tag={}", share.tag),
+            // as many entries as skiff's own VMM gives the queue (qemu's default is 128), so
+            // requests of up to 1 MiB fit
+            format!(
+                "vhost-user-fs-device,chardev=fs{i},tag={},queue-size=1024",
+                share.tag
+            ),
         ]);
     }
     args
@@ -278,7 +283,7 @@ mod tests {
             "-device virtio-blk-device,drive=disk0,serial=img",
             "-drive file=/d/rw.ext4,if=none,id=disk1,format=raw,readonly=off",
             "-device virtio-blk-device,drive=disk1,serial=rw",
-            "-chardev socket,id=fs0,path=/r/skiff-0.sock -device vhost-user-fs-device,chardev=fs0,tag=skiff-0",
+            "-chardev socket,id=fs0,path=/r/skiff-0.sock -device vhost-user-fs-device,chardev=fs0,tag=skiff-0,queue-size=1024",
         ] {
             assert!(a.contains(want), "{want:?} missing from {a}");
         }
