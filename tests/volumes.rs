@@ -306,6 +306,51 @@ fn a_killed_skiff_leaves_no_virtiofsd() {
 }
 
 #[test]
+fn a_virtiofsd_that_dies_mid_run_is_reported() {
+    let root = Root::new();
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().canonicalize().unwrap();
+    let v = format!("{}:/w", dir.display());
+    let child = root
+        .cmd(&[
+            "run",
+            "--rm",
+            "--memory",
+            "128m",
+            "-v",
+            &v,
+            &busybox(),
+            "sh",
+            "-c",
+            "touch /w/up; sleep 4; echo done",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !dir.join("up").exists() {
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let needle = format!("--shared-dir={}", dir.display());
+    let status = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "--", &needle])
+        .status()
+        .unwrap();
+    assert!(status.success(), "no virtiofsd to kill");
+    let o = child.wait_with_output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "done\n");
+    assert!(
+        stderr(&o).contains("skiff: the container lost a shared directory: virtiofsd of"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn bad_mounts_are_one_line_errors_that_change_nothing() {
     let root = Root::new();
     let host = tempfile::tempdir().unwrap();

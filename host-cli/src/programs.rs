@@ -1,6 +1,7 @@
 //! The helper programs skiff starts (qemu, passt, mke2fs): `$SKIFF_<NAME>` when set, else the
 //! first match on `PATH`, then the system directories an ordinary user's `PATH` may lack
-//! (`/usr/sbin`, `/sbin`). What a missing one means is each caller's to say.
+//! (`/usr/sbin`, `/sbin`). What a missing one means is each caller's to say. Also how a helper
+//! is tied to skiff's life ([`tie_to_parent`]) and stopped with it ([`Helper`]).
 
 use std::path::PathBuf;
 
@@ -42,5 +43,54 @@ pub fn tie_to_parent(cmd: &mut std::process::Command, inherit: Vec<std::os::fd::
             }
             Ok(())
         });
+    }
+}
+
+/// A helper process skiff started (passt, virtiofsd): killed and reaped when dropped, and
+/// asked now and then whether it ended early, with the last line of its log to say why.
+pub struct Helper {
+    child: std::process::Child,
+    log: PathBuf,
+    reported: bool,
+}
+
+impl Helper {
+    /// Takes `child`, whose output goes to `log`.
+    pub fn new(child: std::process::Child, log: PathBuf) -> Helper {
+        Helper {
+            child,
+            log,
+            reported: false,
+        }
+    }
+
+    /// The first time the process is found gone: its status and the last line of its log
+    /// that `telling` accepts.
+    pub fn poll_gone(
+        &mut self,
+        telling: impl Fn(&str) -> bool,
+    ) -> Option<(std::process::ExitStatus, Option<String>)> {
+        if self.reported {
+            return None;
+        }
+        let status = self.child.try_wait().ok().flatten()?;
+        self.reported = true;
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && telling(l))
+            .map(str::to_string);
+        Some((status, last))
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
     }
 }

@@ -9,17 +9,17 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
+
+use crate::programs::Helper;
 
 use super::{DNS_FORWARDER, GATEWAY, GUEST_ADDRESS, MTU, PREFIX_LEN};
 
 /// A running passt.
 pub struct Passt {
-    child: Child,
-    log: PathBuf,
-    reported: bool,
+    helper: Helper,
 }
 
 /// The passt binary: `$SKIFF_PASST`, else `passt` on `PATH`.
@@ -93,41 +93,19 @@ impl Passt {
         drop(passt_end);
         tracing::debug!(pid = child.id(), "passt started");
         let passt = Passt {
-            child,
-            log,
-            reported: false,
+            helper: Helper::new(child, log),
         };
         Ok((passt, OwnedFd::from(vm_end)))
     }
 
     /// `Some(why)` the first time passt is found gone while the VM runs.
     pub fn poll_gone(&mut self) -> Option<String> {
-        if self.reported {
-            return None;
-        }
-        let status = self.child.try_wait().ok().flatten()?;
-        self.reported = true;
-        Some(self.describe(status))
-    }
-
-    fn describe(&self, status: std::process::ExitStatus) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let last = log.lines().rev().map(str::trim).find(|l| {
-            !l.is_empty() && !l.starts_with("Failed to send") && !l.starts_with("Don't run as root")
-        });
-        match last {
-            Some(line) => format!("passt ended ({status}): {line}"),
-            None => format!("passt ended ({status})"),
-        }
-    }
-}
-
-impl Drop for Passt {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        let telling =
+            |l: &str| !l.starts_with("Failed to send") && !l.starts_with("Don't run as root");
+        Some(match self.helper.poll_gone(telling)? {
+            (status, Some(line)) => format!("passt ended ({status}): {line}"),
+            (status, None) => format!("passt ended ({status})"),
+        })
     }
 }
 

@@ -8,11 +8,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
 use super::HostShare;
+use crate::programs::Helper;
 
 const HINT: &str = "install it with scripts/deps.sh (it builds virtiofsd into skiff's cache), \
      put virtiofsd on PATH or set SKIFF_VIRTIOFSD";
@@ -48,10 +49,8 @@ pub fn binary() -> Result<PathBuf> {
 
 /// A running virtiofsd.
 pub struct Virtiofsd {
-    child: Child,
+    helper: Helper,
     share: HostShare,
-    log: PathBuf,
-    reported: bool,
 }
 
 /// virtiofsd's command line for `share`, listening on descriptor `fd`. As root it sandboxes
@@ -97,10 +96,8 @@ impl Virtiofsd {
             .with_context(|| format!("cannot start {}", bin.display()))?;
         tracing::debug!(pid = child.id(), dir = %share.dir.display(), tag = share.tag, "virtiofsd started");
         Ok(Virtiofsd {
-            child,
+            helper: Helper::new(child, log),
             share: share.clone(),
-            log,
-            reported: false,
         })
     }
 
@@ -111,30 +108,11 @@ impl Virtiofsd {
 
     /// `Some(why)` the first time this virtiofsd is found gone while the VM runs.
     pub fn poll_gone(&mut self) -> Option<String> {
-        if self.reported {
-            return None;
-        }
-        let status = self.child.try_wait().ok().flatten()?;
-        self.reported = true;
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        Some(
-            match log.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
-                Some(line) => format!(
-                    "virtiofsd of {} ended ({status}): {line}",
-                    self.share.dir.display()
-                ),
-                None => format!("virtiofsd of {} ended ({status})", self.share.dir.display()),
-            },
-        )
-    }
-}
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        let dir = self.share.dir.display();
+        Some(match self.helper.poll_gone(|_| true)? {
+            (status, Some(line)) => format!("virtiofsd of {dir} ended ({status}): {line}"),
+            (status, None) => format!("virtiofsd of {dir} ended ({status})"),
+        })
     }
 }
 
