@@ -223,6 +223,28 @@ fn volume_commands_and_a_volume_in_use() {
     assert_eq!(v[0]["Mounts"][0]["Name"], "notes");
     assert_eq!(v[0]["Mounts"][0]["Destination"], "/n");
 
+    // --volumes-from: the same volume at the same place, here read-only
+    let img = busybox();
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128m",
+        "--volumes-from",
+        "user:ro",
+        &img,
+        "sh",
+        "-c",
+        "cat /n/a; touch /n/b",
+    ]);
+    assert_code(&o, 1);
+    assert_eq!(stdout(&o), "hello\n");
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+
     // in use (running, then exited): refused, the files stay
     let o = root.skiff(&["volume", "rm", "notes"]);
     assert_skiff_error(&o, "volume notes is in use");

@@ -127,6 +127,9 @@ pub struct RunArgs {
     /// missing bind source is an error).
     #[arg(long = "mount", value_name = "type=…,source=…,target=…", value_parser = crate::mounts::parse_mount)]
     pub mounts: Vec<crate::mounts::MountFlag>,
+    /// Mount what another container mounts (its binds and volumes), read-only with `:ro`.
+    #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|rw]")]
+    pub volumes_from: Vec<String>,
     /// The image: NAME[:TAG], NAME@sha256:DIGEST, an image ID, oci:DIR[:TAG] or
     /// oci-archive:FILE[:TAG].
     pub image: String,

@@ -28,6 +28,9 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
     // fetched, so a bad one changes nothing
     let mut tmpfs = args.tmpfs.clone();
     let mut requests = args.volumes.clone();
+    for from in &args.volumes_from {
+        requests.extend(crate::shares::volumes_from(from)?);
+    }
     for m in &args.mounts {
         match m {
             MountFlag::Share(s) => requests.push(s.clone()),

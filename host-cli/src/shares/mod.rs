@@ -45,6 +45,37 @@ pub struct Plan {
     pub records: Vec<MountRecord>,
 }
 
+/// The mounts of another container, for `--volumes-from CONTAINER[:ro|rw]`: its binds (whose
+/// sources must still exist) and volumes, at the same targets, read-only where they were or
+/// where `:ro` says.
+pub fn volumes_from(arg: &str) -> Result<Vec<Share>> {
+    let (name, mode) = match arg.rsplit_once(':') {
+        Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+        _ => (arg, None),
+    };
+    let c = crate::container::state::find(&crate::container::state::containers_dir(), name)?;
+    Ok(c.config
+        .mounts
+        .iter()
+        .map(|m| Share {
+            source: match &m.name {
+                Some(volume) => Source::Volume {
+                    name: volume.clone(),
+                },
+                None => Source::Bind {
+                    path: m.source.clone(),
+                    create: false,
+                },
+            },
+            target: m.target.clone(),
+            read_only: match mode {
+                Some(mode) => mode == "ro",
+                None => m.read_only,
+            },
+        })
+        .collect())
+}
+
 /// Resolves the requests: a missing `-v` host directory is created (docker does), a missing
 /// `--mount` bind source is an error, named volumes are made on first use (and filled from
 /// the image while empty). `tmpfs_targets` are checked for clashes too.
