@@ -2,8 +2,10 @@
 //! change made on the host reaches the guest's page cache through virtio-fs but never the
 //! guest kernel's inotify: the host tells guest-init which files changed
 //! ([`protocol::Message::FilesChanged`]) and a thread of guest-init, inside the container's
-//! mount namespace, sets each file's mode to what the host says it is. That changes nothing
-//! on the host, and the guest kernel reports it to watchers of the file and of its directory
+//! mount namespace, sets each file's mode to what it is: read from the server at that moment
+//! (`AT_STATX_FORCE_SYNC`, which also refreshes the guest's view of the file's size and
+//! times), never a value from earlier that could undo a newer change. That changes nothing on
+//! the host, and the guest kernel reports it to watchers of the file and of its directory
 //! (`IN_ATTRIB`, which `inotifywait`, node's `fs.watch` and their kind take as a change).
 
 use std::path::{Component, Path, PathBuf};
@@ -35,7 +37,7 @@ impl Toucher {
                 for files in rx {
                     for f in &files {
                         for path in container_paths(&shares, f) {
-                            touch(&path, f.mode);
+                            touch(&path);
                         }
                     }
                 }
@@ -79,16 +81,35 @@ fn container_paths(shares: &[ShareMount], f: &ChangedFile) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Sets the mode of `path` (not through a symlink) to `mode`.
-fn touch(path: &Path, mode: u32) {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_symlink() => {
-            let mode = Mode::from_bits_truncate(mode & 0o7777);
-            if let Err(e) = fchmodat(None, path, mode, FchmodatFlags::FollowSymlink) {
-                debug!(path = %path.display(), error = %e, "cannot touch a changed file");
-            }
-        }
-        _ => debug!(path = %path.display(), "a changed file is not there"),
+/// The mode of `path` (not through a symlink) as the file server has it now; `None` for a
+/// symlink or a file that is gone.
+fn fresh_mode(path: &Path) -> Option<u32> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: an all-zero statx is a valid value to be overwritten.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statx buffer that outlive the call.
+    let r = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_STATX_FORCE_SYNC,
+            libc::STATX_MODE | libc::STATX_SIZE | libc::STATX_MTIME,
+            &mut st,
+        )
+    };
+    let mode = u32::from(st.stx_mode);
+    (r == 0 && mode & libc::S_IFMT != libc::S_IFLNK).then_some(mode & 0o7777)
+}
+
+/// Sets the mode of `path` to what it is, so the guest kernel reports a change.
+fn touch(path: &Path) {
+    let Some(mode) = fresh_mode(path) else {
+        debug!(path = %path.display(), "a changed file is not there");
+        return;
+    };
+    let mode = Mode::from_bits_truncate(mode);
+    if let Err(e) = fchmodat(None, path, mode, FchmodatFlags::FollowSymlink) {
+        debug!(path = %path.display(), error = %e, "cannot touch a changed file");
     }
 }
 
@@ -113,7 +134,6 @@ mod tests {
         let changed = |path: &str| ChangedFile {
             tag: "a".into(),
             path: path.into(),
-            mode: 0o644,
         };
         assert_eq!(
             container_paths(&shares, &changed("x/y.rs")),

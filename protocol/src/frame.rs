@@ -352,7 +352,6 @@ mod tests {
             Message::FilesChanged(vec![ChangedFile {
                 tag: "skiff-0".into(),
                 path: "src/main.rs".into(),
-                mode: 0o644,
             }]),
             Message::Failed {
                 kind: FailureKind::NotFound,

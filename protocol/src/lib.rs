@@ -39,9 +39,9 @@
 //!
 //! Shared directories (version 6): the run spec's [`ShareMount`]s name virtio-fs tags that
 //! guest-init mounts in the container. While the container runs the host may send
-//! [`Message::FilesChanged`] on the session: files of a share that changed on the host, which
-//! guest-init re-applies the mode of from inside the container, so that the guest kernel tells
-//! the container's file watchers (a change on the host alone never reaches them).
+//! [`Message::FilesChanged`] on the session: files of a share that changed on the host, whose
+//! mode guest-init reads afresh and sets again from inside the container, so that the guest
+//! kernel tells the container's file watchers (a change on the host alone never reaches them).
 
 mod frame;
 mod spec;

@@ -210,8 +210,6 @@ pub struct ChangedFile {
     pub tag: String,
     /// The path relative to the shared directory (empty: its root).
     pub path: String,
-    /// Its permission bits now, on the host.
-    pub mode: u32,
 }
 
 /// How the container's process ended. Decoding accepts only what a process can end with: a

@@ -2,8 +2,8 @@
 //! directories with inotify (every directory of a share mounted whole, only the directory of
 //! a share whose files are bound one by one), gathers what changed for a moment, and sends it
 //! on the session ([`protocol::Message::FilesChanged`]), where guest-init makes the guest
-//! kernel report it. Mode changes are not sent: guest-init's own touch of a file comes back
-//! as one through virtiofsd.
+//! kernel report it. Mode changes are not watched: guest-init's touch of a file (its mode set
+//! again) comes back as one through virtiofsd.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::AsFd;
@@ -196,10 +196,9 @@ fn run(w: &mut Watcher, stop: &AtomicBool, session: &SignalSender) {
     }
 }
 
-/// What to tell the guest of `rel` in `share`: the file with its mode, or, when it is gone
-/// (or a symlink, which has no mode of its own), its directory.
+/// What to tell the guest of `rel` in `share`: the file, or, when it is gone (or a symlink,
+/// which has no mode of its own), its directory.
 fn describe(share: &HostShare, rel: PathBuf) -> Option<ChangedFile> {
-    use std::os::unix::fs::PermissionsExt;
     let mut rel = rel;
     loop {
         match std::fs::symlink_metadata(share.dir.join(&rel)) {
@@ -207,7 +206,6 @@ fn describe(share: &HostShare, rel: PathBuf) -> Option<ChangedFile> {
                 return Some(ChangedFile {
                     tag: share.tag.clone(),
                     path: rel.to_str()?.to_string(),
-                    mode: m.permissions().mode() & 0o7777,
                 })
             }
             _ if rel.as_os_str().is_empty() => return None,
