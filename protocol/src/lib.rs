@@ -36,7 +36,15 @@
 //! byte, 0 when it reached the container's port on `127.0.0.1`, 1 when nothing listens there
 //! (the host then closes its client's connection). TCP bytes then flow unchanged both ways; UDP
 //! datagrams travel each as a `u16` big-endian length and the payload.
+//!
+//! Copies (`skiff cp`): guest-init also listens on vsock port [`COPY_PORT`] while the container
+//! runs. The host sends a [`copy::CopyRequest`] (direction, container path, `-L`, `-a`); the
+//! guest resolves the path inside the container's root (in its mount namespace, the thread's
+//! root there) and answers; then a tar archive flows as chunks, and the guest ends with
+//! [`copy::CopyReply::Done`] or `Failed` (see [`copy`]). The request carries [`VERSION`]; the
+//! copy port itself needs no new version: an older guest does not listen there.
 
+pub mod copy;
 mod frame;
 mod spec;
 
@@ -71,3 +79,6 @@ pub const EXEC_PORT: u32 = 1025;
 
 /// The guest-side vsock port guest-init listens on for relayed connections to published ports.
 pub const PUBLISH_PORT: u32 = 1026;
+
+/// The guest-side vsock port guest-init listens on for `skiff cp` while the container runs.
+pub const COPY_PORT: u32 = 1027;
