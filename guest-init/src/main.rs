@@ -9,6 +9,7 @@
 //! timing logs on stderr.
 
 mod container;
+mod copy;
 mod error;
 mod etc_files;
 mod log;

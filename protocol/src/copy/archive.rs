@@ -11,7 +11,8 @@ use tar::{Builder, EntryType, Header, HeaderMode};
 
 /// Writes the archive of `path` to `out`: its top entry named `name` (`None`: a directory's
 /// content at the archive's root). `follow_link`: `path` itself is followed when it is a
-/// symlink (never the tree's own symlinks). Returns `out`.
+/// symlink (never the tree's own symlinks). Returns `out` (give it `&mut W` to keep `W` when
+/// this fails).
 pub fn write<W: Write>(
     path: &Path,
     name: Option<&str>,
