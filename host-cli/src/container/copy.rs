@@ -161,15 +161,25 @@ fn copy_out(
         devices: false,
     };
     let mut chunks = ChunkReader::new(&mut *conn);
-    match extract::extract(Path::new(&placement.dir), &mut chunks, &opts) {
-        Ok(summary) => debug!(?summary, "extracted"),
-        Err(e) => return failure(e),
+    let extracted = extract::extract(Path::new(&placement.dir), &mut chunks, &opts);
+    let drained = chunks.finish_within(MAX_TRAILER);
+    match (extracted, drained) {
+        (Ok(summary), Ok(_)) => {
+            debug!(?summary, "extracted");
+            finish(conn, not_found)
+        }
+        // The archive was cut: the guest's own reason, when it gave one, says more.
+        (Err(e @ extract::ExtractError::Read(_)), Ok(_)) => match read_control(conn) {
+            Ok(CopyReply::Failed { kind, message }) => guest_failure(kind, &message, not_found),
+            _ => failure(e),
+        },
+        (Err(e), _) => failure(e),
+        (Ok(_), Err(e)) => failure(format_args!("bad archive from the container: {e}")),
     }
-    chunks
-        .finish()
-        .context("the container's archive stream broke")?;
-    finish(conn, not_found)
 }
+
+/// What may follow the end of the container's tar archive (tar pads to its record size).
+const MAX_TRAILER: u64 = 1 << 20;
 
 fn copy_in(
     conn: &mut UnixStream,

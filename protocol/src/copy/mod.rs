@@ -205,6 +205,19 @@ impl<R: Read> ChunkReader<R> {
         io::copy(&mut self, &mut io::sink())?;
         Ok(self.inner)
     }
+
+    /// As [`ChunkReader::finish`], but more than `max` bytes left is an error (a peer that is
+    /// not trusted cannot keep the reader busy forever).
+    pub fn finish_within(mut self, max: u64) -> io::Result<R> {
+        let left = io::copy(&mut (&mut self).take(max + 1), &mut io::sink())?;
+        if left > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("more than {max} bytes after the end of the archive"),
+            ));
+        }
+        Ok(self.inner)
+    }
 }
 
 impl<R: Read> Read for ChunkReader<R> {
@@ -354,9 +367,15 @@ mod tests {
         }
         let mut wire = w.finish().unwrap();
         write_control(&mut wire, &CopyReply::Done).unwrap();
+        let copy = wire.clone();
         let mut cursor = io::Cursor::new(wire);
         let mut r = ChunkReader::new(&mut cursor);
-        let mut back = Vec::new();
+        let mut back = vec![0u8; CHUNK];
+        r.read_exact(&mut back).unwrap();
+        assert!(ChunkReader::new(&copy[..]).finish_within(1000).is_err());
+        assert!(ChunkReader::new(&copy[..])
+            .finish_within(data.len() as u64)
+            .is_ok());
         r.read_to_end(&mut back).unwrap();
         assert_eq!(back, data);
         let reply: CopyReply = read_control(&mut cursor).unwrap();
