@@ -114,6 +114,10 @@ cargo test --quiet --release -p skiff-tests --test volumes bench_shared_director
     grep -e 'small files' -e 'sequential read' -e 'container watcher'
 
 echo
+echo "== 5d. skiff cp of 256 MiB into a running container vs the same bytes through skiff exec -i … cat"
+SKIFF_BIN=$skiff scripts/bench-cp.sh 3
+
+echo
 echo "== 6. cold pull of the Debian image from a loopback registry vs skopeo copy"
 SKIFF_BIN=$skiff scripts/bench-pull.sh 5
 

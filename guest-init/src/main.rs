@@ -10,6 +10,7 @@
 
 mod changes;
 mod container;
+mod copy;
 mod error;
 mod etc_files;
 mod log;

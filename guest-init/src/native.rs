@@ -48,6 +48,7 @@ pub fn run(socket: &Path, exec: Option<&Path>) -> Result<()> {
             &root,
             &scratch,
             exec_listener,
+            None,
             false,
         );
         let _ = umount2(&base, MntFlags::MNT_DETACH);

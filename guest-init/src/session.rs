@@ -1,7 +1,7 @@
 //! The guest side of a session: greet the host, receive the spec, assemble the container's root
 //! from its disks, start the container, relay its stdio and signals, and report how it ended.
 //! While the container runs, exec sessions arriving on the exec listener start further
-//! processes inside it.
+//! processes inside it, and copies arriving on the copy listener read or write its files.
 
 use std::fs::File;
 use std::io::Read;
@@ -103,7 +103,8 @@ fn greet(conn: File) -> Result<(File, Writer)> {
 
 /// Runs one session over `conn` (a connected stream socket): the container's root is assembled
 /// at `root` (an empty directory) from parts kept under `scratch`. `exec_listener` (a listening
-/// stream socket) is served with exec sessions once the container runs.
+/// stream socket) is served with exec sessions once the container runs, `copy_listener` with
+/// `skiff cp` connections.
 ///
 /// Failures of the container (a disk missing, command not found, …) are reported to the host as
 /// `Failed` and end the session normally; an error is returned only when the session itself
@@ -116,6 +117,7 @@ pub fn serve(
     root: &Path,
     scratch: &Path,
     exec_listener: Option<OwnedFd>,
+    copy_listener: Option<OwnedFd>,
     owns_vm: bool,
 ) -> Result<()> {
     let (mut reader, writer) = greet(conn)?;
@@ -146,6 +148,9 @@ pub fn serve(
             let sessions = Arc::new(ExecSessions::default());
             if let Some(listener) = exec_listener {
                 spawn_exec_listener(listener, container.pid, reaper.clone(), sessions.clone())?;
+            }
+            if let Some(listener) = copy_listener {
+                crate::copy::spawn_listener(listener, container.pid)?;
             }
             let changes = (!spec.shares.is_empty())
                 .then(|| Toucher::start(container.pid, spec.shares.clone()))

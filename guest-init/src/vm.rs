@@ -4,7 +4,7 @@
 //! is the switch_root dance: mount a tmpfs, move it over `/` and chroot into it (the running
 //! binary stays mapped; its initramfs copy is unlinked to give the memory back). Then the
 //! usual mounts, the console as stdio, the vsock session to the host (CID 2,
-//! `protocol::SESSION_PORT`), listeners for exec sessions and published ports, and finally
+//! `protocol::SESSION_PORT`), listeners for exec sessions, copies and published ports, and finally
 //! sync + reboot, which the VMM turns into its exit.
 
 use std::fs::{DirBuilder, File, OpenOptions};
@@ -46,6 +46,7 @@ pub fn run() -> ! {
             "connected to the host"
         );
         let exec = vsock_listener(protocol::EXEC_PORT)?;
+        let copy = vsock_listener(protocol::COPY_PORT)?;
         crate::publish::spawn(vsock_listener(protocol::PUBLISH_PORT)?)?;
         let linger = conn
             .try_clone()
@@ -55,6 +56,7 @@ pub fn run() -> ! {
             Path::new(ROOTFS),
             Path::new(SCRATCH),
             Some(exec),
+            Some(copy),
             true,
         );
         wait_for_host_close(linger);

@@ -42,7 +42,15 @@
 //! [`Message::FilesChanged`] on the session: files of a share that changed on the host, whose
 //! mode guest-init reads afresh and sets again from inside the container, so that the guest
 //! kernel tells the container's file watchers (a change on the host alone never reaches them).
+//!
+//! Copies (`skiff cp`): guest-init also listens on vsock port [`COPY_PORT`] while the container
+//! runs. The host sends a [`copy::CopyRequest`] (direction, container path, `-L`, `-a`); the
+//! guest resolves the path inside the container's root (in its mount namespace, the thread's
+//! root there) and answers; then a tar archive flows as chunks, and the guest ends with
+//! [`copy::CopyReply::Done`] or `Failed` (see [`copy`]). The request carries [`VERSION`]; the
+//! copy port itself needs no new version: an older guest does not listen there.
 
+pub mod copy;
 mod frame;
 mod spec;
 
@@ -79,3 +87,6 @@ pub const EXEC_PORT: u32 = 1025;
 
 /// The guest-side vsock port guest-init listens on for relayed connections to published ports.
 pub const PUBLISH_PORT: u32 = 1026;
+
+/// The guest-side vsock port guest-init listens on for `skiff cp` while the container runs.
+pub const COPY_PORT: u32 = 1027;

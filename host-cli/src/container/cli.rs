@@ -23,6 +23,8 @@ pub enum ContainerCommand {
     Inspect(InspectArgs),
     /// Run a command in a running container.
     Exec(ExecArgs),
+    /// Copy files between a running container and the host (docker's `cp`).
+    Cp(CpArgs),
     /// Start exited containers again, on their own filesystem.
     Start(StartArgs),
     /// List a container's published ports.
@@ -128,6 +130,25 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// `skiff cp [-a] [-L] SRC DST`: one side `CONTAINER:PATH`, the other a host path or `-` (a tar
+/// stream on stdin or stdout).
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Archive mode: keep uid and gid (else copies into the container belong to root, copies
+    /// out to the user running skiff).
+    #[arg(short, long)]
+    pub archive: bool,
+    /// Follow SRC_PATH when it is a symlink.
+    #[arg(short = 'L', long)]
+    pub follow_link: bool,
+    /// CONTAINER:SRC_PATH, a host path, or `-` (a tar stream on stdin).
+    #[arg(value_name = "SRC")]
+    pub src: String,
+    /// CONTAINER:DEST_PATH, a host path, or `-` (a tar stream on stdout).
+    #[arg(value_name = "DST")]
+    pub dst: String,
+}
+
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Attach the container's output (and exit with its code).
@@ -158,6 +179,7 @@ pub fn dispatch(cmd: ContainerCommand) -> Result<i32> {
         ContainerCommand::Wait(a) => c::wait(&a),
         ContainerCommand::Inspect(a) => c::inspect(&a),
         ContainerCommand::Exec(a) => super::exec::exec(a),
+        ContainerCommand::Cp(a) => super::copy::cp(a),
         ContainerCommand::Start(a) => super::start::start(&a),
         ContainerCommand::Port(a) => c::port(&a),
         ContainerCommand::Monitor(a) => super::monitor::run(&a.dir),
