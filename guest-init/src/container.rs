@@ -94,7 +94,7 @@ pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
         | CloneFlags::CLONE_NEWIPC;
     let report_fd = report_w.as_raw_fd();
     let child = Box::new(|| {
-        let error = match child_main(root, spec, &stdio) {
+        let error = match child_main(root, spec, &stdio, report_fd) {
             Err(e) => e,
             Ok(never) => match never {},
         };
@@ -241,7 +241,12 @@ fn report(fd: RawFd, error: &Error) {
     let _ = pipe.write_all(&msg);
 }
 
-fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infallible> {
+fn child_main(
+    root: &Path,
+    spec: &RunSpec,
+    stdio: &ChildStdio,
+    report_fd: RawFd,
+) -> Result<Infallible> {
     enter_root(root)?;
     mount_specials()?;
     etc_files::write(&spec.etc_files)?;
@@ -249,7 +254,20 @@ fn child_main(root: &Path, spec: &RunSpec, stdio: &ChildStdio) -> Result<Infalli
     if !spec.hostname.is_empty() {
         unistd::sethostname(&spec.hostname).ctx(|| format!("set hostname {:?}", spec.hostname))?;
     }
+    if spec.hold {
+        hold(report_fd);
+    }
     exec_process(&Process::of_run(spec), stdio)
+}
+
+/// The container's first process when the spec asks it to hold: reports its start (the report
+/// pipe closes empty, as after an execve) and sleeps until it is killed.
+fn hold(report_fd: RawFd) -> ! {
+    // SAFETY: the write end of the report pipe, owned by this child; nothing uses it after.
+    unsafe { libc::close(report_fd) };
+    loop {
+        unistd::pause();
+    }
 }
 
 /// Inside the container: take the user, environment and working directory, the stdio, and

@@ -65,6 +65,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         root: container::disks::root_spec(args.read_only),
         tmpfs,
         shares: shares.mounts,
+        hold: false,
         host_time_ns: 0,
         network: net_spec,
         etc_files,

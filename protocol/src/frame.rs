@@ -344,6 +344,7 @@ mod tests {
                     read_only: true,
                     populate: false,
                 }],
+                hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,
                 etc_files: vec![],

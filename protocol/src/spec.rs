@@ -32,6 +32,10 @@ pub struct RunSpec {
     /// `--mount`), in the order to mount them (parents first).
     #[serde(default)]
     pub shares: Vec<ShareMount>,
+    /// Run no command: the container's first process only holds its namespaces and filesystem
+    /// open until it is killed (`skiff cp` with a stopped container).
+    #[serde(default)]
+    pub hold: bool,
     /// The host's wall clock when the spec was sent, in nanoseconds since the Unix epoch (0:
     /// unknown). A guest without a clock of its own starts from it.
     #[serde(default)]

@@ -1,9 +1,10 @@
-//! `skiff cp`: files between the host and a running container, docker's `docker cp`. The command
+//! `skiff cp`: files between the host and a container, docker's `docker cp`. The command
 //! connects to guest-init's copy port on the VM's hybrid-vsock socket (as `exec` does), sends a
 //! [`CopyRequest`] and moves one tar archive: written here from the host's files and extracted by
 //! the guest inside the container, or written by the guest and extracted here by the extractor
 //! that never follows a symlink out of the destination (the container may be hostile). `-` on
-//! the host side is a tar stream on stdin or stdout.
+//! the host side is a tar stream on stdin or stdout. A stopped container's filesystem is
+//! reached through a VM booted only to hold it ([`super::hold`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -22,7 +23,7 @@ use super::exec::connect;
 use super::state::{self, Status};
 
 /// One side of a copy as the user wrote it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side<'a> {
     /// `-`: a tar stream on stdin or stdout.
     Stream,
@@ -66,20 +67,23 @@ pub fn cp(args: CpArgs) -> Result<i32> {
     };
     let c = state::find(&state::containers_dir(), name)?;
     let s = c.state()?;
-    let vm_dir = match (&s.status, &s.vm_dir) {
-        (Status::Running, Some(d)) => d.clone(),
-        _ => {
-            return failure(format_args!(
-                "container {name} is not running: cp needs a running container"
-            ))
+    let copy = |vm_dir: &Path| -> Result<i32> {
+        let mut conn = connect(vm_dir, protocol::COPY_PORT)?;
+        let not_found = |path: &str| format!("could not find the file {path} in container {name}");
+        match (&src, &dst) {
+            (Side::Container { path, .. }, host) => {
+                copy_out(&mut conn, path, *host, &args, &not_found)
+            }
+            (host, Side::Container { path, .. }) => {
+                copy_in(&mut conn, *host, path, &args, &not_found)
+            }
+            _ => unreachable!("one side is a container: checked above"),
         }
     };
-    let mut conn = connect(&vm_dir, protocol::COPY_PORT)?;
-    let not_found = |path: &str| format!("could not find the file {path} in container {name}");
-    match (src, dst) {
-        (Side::Container { path, .. }, host) => copy_out(&mut conn, path, host, &args, &not_found),
-        (host, Side::Container { path, .. }) => copy_in(&mut conn, host, path, &args, &not_found),
-        _ => unreachable!("one side is a container: checked above"),
+    match (&s.status, &s.vm_dir) {
+        (Status::Running, Some(d)) => copy(d),
+        // a stopped container's filesystem outlives its VM: boot one to reach it
+        _ => super::hold::with_filesystem(&c, copy),
     }
     .inspect(|code| debug!(inward, code, "copy ended"))
 }

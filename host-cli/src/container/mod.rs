@@ -9,6 +9,7 @@ pub mod copy;
 pub mod detach;
 pub mod disks;
 pub mod exec;
+pub mod hold;
 pub mod logs;
 pub mod monitor;
 pub mod start;

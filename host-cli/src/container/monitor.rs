@@ -165,6 +165,24 @@ pub struct Finished {
     pub cut: bool,
 }
 
+/// The VM of container `c`, as its config describes it.
+pub fn vm_config(c: &Container) -> VmConfig {
+    VmConfig {
+        engine: c.config.engine,
+        cpus: c.config.cpus,
+        memory_mib: c.config.memory_mib,
+        debug: c.config.debug,
+        net_mac: c
+            .config
+            .network
+            .has_device()
+            .then(|| c.config.network.mac_for(&c.config.id)),
+        publish: c.config.network.publish.clone(),
+        disks: super::disks::attachments(&c.dir, c.config.read_only),
+        shares: c.config.shares.clone(),
+    }
+}
+
 /// Runs the container `c`, whose lock the caller holds, until it has ended: pins its store
 /// image, serves its API, records its state; removes it at the end with `--rm`.
 /// `report` (from `run -d`) hears `running` once the container runs, or how it ended if it
@@ -198,20 +216,7 @@ pub fn supervise(
             .context("cannot start the API thread")?;
     }
 
-    let vm = VmConfig {
-        engine: c.config.engine,
-        cpus: c.config.cpus,
-        memory_mib: c.config.memory_mib,
-        debug: c.config.debug,
-        net_mac: c
-            .config
-            .network
-            .has_device()
-            .then(|| c.config.network.mac_for(&c.config.id)),
-        publish: c.config.network.publish.clone(),
-        disks: super::disks::attachments(&c.dir, c.config.read_only),
-        shares: c.config.shares.clone(),
-    };
+    let vm = vm_config(c);
     let mut watcher = Supervisor {
         c,
         state: st,
