@@ -17,13 +17,7 @@ work=$(mktemp -d)
 export SKIFF_ROOT=$work/root
 cleanup() { [ -n "${cid:-}" ] && "$skiff" rm -f "$cid" >/dev/null 2>&1; rm -rf "$work"; }
 trap cleanup EXIT
-stats() {
-    sort -n "$1" | awk '{v[NR] = $1} END {
-        p90 = int(NR * 0.9 + 0.5); if (p90 < 1) p90 = 1;
-        printf "%.0f/%.0f/%.0f ms", v[1], v[int((NR + 1) / 2)], v[p90] }'
-}
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-now_ms() { date +%s%N | awk '{printf "%.3f", $1 / 1e6}'; }
+. scripts/timing.sh
 
 head -c 256M /dev/urandom > "$work/data"
 cid=$("$skiff" run -d --memory 512m "oci:$images/oci/busybox:latest" sleep 3600)

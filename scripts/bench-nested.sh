@@ -9,8 +9,7 @@ set -euo pipefail
 n=$1 skiff=$2 image=$3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-now_ms() { date +%s%N | awk '{printf "%.3f", $1 / 1e6}'; }
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+. "$(dirname "${BASH_SOURCE[0]}")/timing.sh"
 
 for engine in kvm qemu; do   # warm the caches, and see that both work
     "$skiff" run --rm --engine "$engine" "$image" true

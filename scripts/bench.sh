@@ -15,14 +15,7 @@ export SKIFF_GUEST_INIT=$PWD/target/x86_64-unknown-linux-gnu/release/guest-init
 images=$(tests/images/build.sh | tail -n1)
 skiff=$PWD/target/release/skiff
 
-# stats FILE: "min/median/p90" of the numbers in FILE (one per line, milliseconds)
-stats() {
-    sort -n "$1" | awk '{v[NR] = $1} END {
-        p90 = int(NR * 0.9 + 0.5); if (p90 < 1) p90 = 1;
-        printf "%.1f/%.1f/%.1f ms", v[1], v[int((NR + 1) / 2)], v[p90] }'
-}
-median() { sort -n "$1" | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
-now_ms() { date +%s%N | awk '{printf "%.3f", $1 / 1e6}'; }
+. scripts/timing.sh
 
 echo
 echo "== 1. VMM start → first guest instruction, and VMM memory (tiny guest, KVM)"

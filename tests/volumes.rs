@@ -292,12 +292,11 @@ fn a_tmpfs_mount_and_a_bind_inside_it() {
     assert_eq!(stdout(&o), "tmpfs\nshared\n");
 }
 
-#[test]
-fn a_killed_skiff_leaves_no_virtiofsd() {
-    let root = Root::new();
-    let host = tempfile::tempdir().unwrap();
-    let dir = host.path().canonicalize().unwrap();
+/// `skiff run --rm` of busybox with `dir` mounted at `/w` running `script`, once the container
+/// runs (its stdout and stderr piped).
+fn started(root: &Root, dir: &Path, script: &str) -> std::process::Child {
     let v = format!("{}:/w", dir.display());
+    let script = format!("touch /w/up; {script}");
     let mut child = root
         .cmd(&[
             "run",
@@ -309,10 +308,11 @@ fn a_killed_skiff_leaves_no_virtiofsd() {
             &busybox(),
             "sh",
             "-c",
-            "touch /w/up; sleep 600",
+            &script,
         ])
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -321,6 +321,15 @@ fn a_killed_skiff_leaves_no_virtiofsd() {
         assert!(child.try_wait().unwrap().is_none(), "skiff ended early");
         std::thread::sleep(Duration::from_millis(50));
     }
+    child
+}
+
+#[test]
+fn a_killed_skiff_leaves_no_virtiofsd() {
+    let root = Root::new();
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().canonicalize().unwrap();
+    let mut child = started(&root, &dir, "sleep 600");
     assert!(!processes_mentioning(&format!("--shared-dir={}", dir.display())).is_empty());
     child.kill().unwrap();
     child.wait().unwrap();
@@ -332,30 +341,7 @@ fn a_virtiofsd_that_dies_mid_run_is_reported() {
     let root = Root::new();
     let host = tempfile::tempdir().unwrap();
     let dir = host.path().canonicalize().unwrap();
-    let v = format!("{}:/w", dir.display());
-    let child = root
-        .cmd(&[
-            "run",
-            "--rm",
-            "--memory",
-            "128m",
-            "-v",
-            &v,
-            &busybox(),
-            "sh",
-            "-c",
-            "touch /w/up; sleep 4; echo done",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !dir.join("up").exists() {
-        assert!(Instant::now() < deadline, "the container never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = started(&root, &dir, "sleep 4; echo done");
     let needle = format!("--shared-dir={}", dir.display());
     let status = std::process::Command::new("pkill")
         .args(["-KILL", "-f", "--", &needle])

@@ -50,39 +50,70 @@ pub fn tie_to_parent(cmd: &mut std::process::Command, inherit: Vec<std::os::fd::
 /// asked now and then whether it ended early, with the last line of its log to say why.
 pub struct Helper {
     child: std::process::Child,
+    /// What the process is, for messages ("passt", "virtiofsd of /src").
+    what: String,
     log: PathBuf,
     reported: bool,
 }
 
 impl Helper {
-    /// Takes `child`, whose output goes to `log`.
-    pub fn new(child: std::process::Child, log: PathBuf) -> Helper {
-        Helper {
+    /// Starts `bin` with `args`, named `what` in messages: stdin from /dev/null, stdout and
+    /// stderr into `log`, in a process group of its own (the terminal's Ctrl-C is the
+    /// container's), tied to skiff's life, the descriptor `inherit` kept open across its exec.
+    pub fn spawn(
+        bin: &std::path::Path,
+        args: &[String],
+        inherit: std::os::fd::RawFd,
+        what: String,
+        log: PathBuf,
+    ) -> anyhow::Result<Helper> {
+        use anyhow::Context;
+        use std::os::unix::process::CommandExt;
+        let out = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("cannot duplicate {}", log.display()))?;
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        tie_to_parent(&mut cmd, vec![inherit]);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        tracing::debug!(pid = child.id(), "{what} started");
+        Ok(Helper {
             child,
+            what,
             log,
             reported: false,
-        }
+        })
     }
 
-    /// The first time the process is found gone: its status and the last line of its log
+    /// The first time the process is found gone: how it ended, with the last line of its log
     /// that `telling` accepts.
-    pub fn poll_gone(
-        &mut self,
-        telling: impl Fn(&str) -> bool,
-    ) -> Option<(std::process::ExitStatus, Option<String>)> {
+    pub fn poll_gone(&mut self, telling: impl Fn(&str) -> bool) -> Option<String> {
         if self.reported {
             return None;
         }
         let status = self.child.try_wait().ok().flatten()?;
         self.reported = true;
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let last = log
-            .lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && telling(l))
-            .map(str::to_string);
-        Some((status, last))
+        let what = &self.what;
+        Some(
+            match log
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && telling(l))
+            {
+                Some(line) => format!("{what} ended ({status}): {line}"),
+                None => format!("{what} ended ({status})"),
+            },
+        )
     }
 }
 

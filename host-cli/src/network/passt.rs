@@ -4,12 +4,9 @@
 //! when skiff is killed (it changes user, which drops a parent-death signal); skiff also stops
 //! it on every path of its own.
 
-use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
@@ -75,37 +72,24 @@ impl Passt {
         for end in [&vm_end, &passt_end] {
             vmm::devices::net::large_send_buffer(end);
         }
-        let log = vm_dir.join("passt.log");
-        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out.try_clone().context("cannot duplicate the passt log")?;
-        let fd = passt_end.as_raw_fd();
-        let mut cmd = Command::new(&bin);
-        cmd.args(arguments(fd))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
         // passt's end of the pair survives the exec
-        crate::programs::tie_to_parent(&mut cmd, vec![fd]);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let fd = passt_end.as_raw_fd();
+        let helper = Helper::spawn(
+            &bin,
+            &arguments(fd),
+            fd,
+            "passt".into(),
+            vm_dir.join("passt.log"),
+        )?;
         drop(passt_end);
-        tracing::debug!(pid = child.id(), "passt started");
-        let passt = Passt {
-            helper: Helper::new(child, log),
-        };
-        Ok((passt, OwnedFd::from(vm_end)))
+        Ok((Passt { helper }, OwnedFd::from(vm_end)))
     }
 
     /// `Some(why)` the first time passt is found gone while the VM runs.
     pub fn poll_gone(&mut self) -> Option<String> {
         let telling =
             |l: &str| !l.starts_with("Failed to send") && !l.starts_with("Don't run as root");
-        Some(match self.helper.poll_gone(telling)? {
-            (status, Some(line)) => format!("passt ended ({status}): {line}"),
-            (status, None) => format!("passt ended ({status})"),
-        })
+        self.helper.poll_gone(telling)
     }
 }
 

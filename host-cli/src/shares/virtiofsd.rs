@@ -3,12 +3,9 @@
 //! no path race exists), tied to skiff's life, and stopped at the VM's end. It also ends by
 //! itself when its one frontend (qemu or skiff's own VMM) disconnects.
 
-use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 
@@ -76,27 +73,18 @@ impl Virtiofsd {
         let bin = binary()?;
         let listener = UnixListener::bind(socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        let log = socket.with_extension("log");
-        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let err = out
-            .try_clone()
-            .context("cannot duplicate the virtiofsd log")?;
         let fd = listener.as_raw_fd();
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
-        let mut cmd = Command::new(&bin);
-        cmd.args(arguments(share, fd, root))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        crate::programs::tie_to_parent(&mut cmd, vec![fd]);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        tracing::debug!(pid = child.id(), dir = %share.dir.display(), tag = share.tag, "virtiofsd started");
+        let helper = Helper::spawn(
+            &bin,
+            &arguments(share, fd, root),
+            fd,
+            format!("virtiofsd of {}", share.dir.display()),
+            socket.with_extension("log"),
+        )?;
         Ok(Virtiofsd {
-            helper: Helper::new(child, log),
+            helper,
             share: share.clone(),
         })
     }
@@ -108,11 +96,7 @@ impl Virtiofsd {
 
     /// `Some(why)` the first time this virtiofsd is found gone while the VM runs.
     pub fn poll_gone(&mut self) -> Option<String> {
-        let dir = self.share.dir.display();
-        Some(match self.helper.poll_gone(|_| true)? {
-            (status, Some(line)) => format!("virtiofsd of {dir} ended ({status}): {line}"),
-            (status, None) => format!("virtiofsd of {dir} ended ({status})"),
-        })
+        self.helper.poll_gone(|_| true)
     }
 }
 
