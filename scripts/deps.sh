@@ -26,8 +26,8 @@ packages=(
     passt dnsmasq-base
     # image disks: the writable layer's ext4 (mke2fs), fsck.erofs for the EROFS writer's tests
     e2fsprogs erofs-utils
-    # virtiofsd's build (shared directories); inotify-tools for the file-watch tests
-    libseccomp-dev libcap-ng-dev pkg-config inotify-tools
+    # virtiofsd's build (shared directories)
+    libseccomp-dev libcap-ng-dev pkg-config
     # scripts, tests and the benchmark
     jq zstd tmux hyperfine time bc
 )
