@@ -428,6 +428,20 @@ fn bad_mounts_are_one_line_errors_that_change_nothing() {
         &root.skiff(&["volume", "rm", "nothing"]),
         "no such volume: nothing",
     );
+    // a bind source removed after the container was made: its start says so
+    let gone = dir.join("gone");
+    std::fs::create_dir(&gone).unwrap();
+    let v = format!("{}:/g", gone.display());
+    let img = busybox();
+    let o = root.skiff(&[
+        "run", "--name", "later", "--memory", "128m", "-v", &v, &img, "true",
+    ]);
+    assert_code(&o, 0);
+    std::fs::remove_dir(&gone).unwrap();
+    assert_skiff_error(
+        &root.skiff(&["start", "-a", "later"]),
+        "bind source path does not exist",
+    );
 }
 
 /// A file watcher for the container (busybox has none): watches the directory `argv[1]`,

@@ -71,6 +71,12 @@ impl Virtiofsd {
     /// Starts virtiofsd for `share` with its socket at `socket` (in the VM's directory).
     pub fn start(share: &HostShare, socket: &Path) -> Result<Virtiofsd> {
         let bin = binary()?;
+        // a bind source removed since the container was made (virtiofsd would only log it)
+        anyhow::ensure!(
+            share.dir.is_dir(),
+            "bind source path does not exist: {}: create it again or remove the container",
+            share.dir.display()
+        );
         let listener = UnixListener::bind(socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         let fd = listener.as_raw_fd();
