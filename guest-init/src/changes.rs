@@ -12,7 +12,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 
-use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::{fchmodat, FchmodatFlags, Mode};
 use nix::unistd::Pid;
 use protocol::{ChangedFile, ShareMount};
@@ -30,7 +29,7 @@ impl Toucher {
         thread::Builder::new()
             .name("file-changes".into())
             .spawn(move || {
-                if let Err(e) = enter_mounts(init) {
+                if let Err(e) = crate::container::join_mounts(init) {
                     warn!(error = %e, "cannot enter the container's mounts: host edits stay unseen by its watchers");
                     return;
                 }
@@ -49,15 +48,6 @@ impl Toucher {
     pub fn changed(&self, files: Vec<ChangedFile>) {
         let _ = self.tx.send(files);
     }
-}
-
-/// Moves this thread into the mount namespace (and so the root) of process `init`.
-fn enter_mounts(init: Pid) -> nix::Result<()> {
-    // a thread shares its filesystem root with the others until it unshares it
-    unshare(CloneFlags::CLONE_FS)?;
-    let ns = std::fs::File::open(format!("/proc/{init}/ns/mnt"))
-        .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
-    setns(ns, CloneFlags::CLONE_NEWNS)
 }
 
 /// Where a changed file of a share appears in the container: under each mount of the whole

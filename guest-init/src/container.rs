@@ -111,6 +111,17 @@ pub fn start(root: &Path, spec: &RunSpec, stdio: ChildStdio) -> Result<Pid> {
     await_exec(report_r, pid)
 }
 
+/// Makes this thread's root and mounts those of the container whose first process is `init`
+/// (its filesystem attributes unshared first, so the rest of guest-init keeps its own).
+pub fn join_mounts(init: Pid) -> Result<()> {
+    let path = format!("/proc/{init}/ns/mnt");
+    let ns = File::open(&path).ctx(|| format!("open {path}"))?;
+    nix::sched::unshare(CloneFlags::CLONE_FS).ctx(|| "unshare the filesystem attributes".into())?;
+    nix::sched::setns(&ns, CloneFlags::CLONE_NEWNS)
+        .ctx(|| "join the container's mount namespace".into())?;
+    unistd::chdir("/").ctx(|| "chdir /".into())
+}
+
 /// Starts `process` inside the running container whose first process is `init`: it joins
 /// that process's namespaces (and so its root) and becomes a child of this process; returns
 /// once it was executed.

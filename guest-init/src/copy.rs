@@ -11,7 +11,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::thread;
 
-use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::socket::{accept4, SockFlag};
 use nix::unistd::Pid;
 use protocol::copy::{
@@ -50,15 +49,6 @@ pub fn spawn_listener(listener: OwnedFd, init: Pid) -> Result<()> {
         .ctx(|| "start the copy listener thread".into())
 }
 
-/// Makes this thread's root and mounts the container's.
-fn enter_container(init: Pid) -> Result<()> {
-    let path = format!("/proc/{init}/ns/mnt");
-    let ns = File::open(&path).ctx(|| format!("open {path}"))?;
-    unshare(CloneFlags::CLONE_FS).ctx(|| "unshare the filesystem attributes".into())?;
-    setns(&ns, CloneFlags::CLONE_NEWNS).ctx(|| "join the container's mount namespace".into())?;
-    nix::unistd::chdir("/").ctx(|| "chdir /".into())
-}
-
 fn failed(kind: FailKind, message: String) -> CopyReply {
     CopyReply::Failed { kind, message }
 }
@@ -76,7 +66,7 @@ fn serve(conn: File, init: Pid) -> Result<()> {
         );
         return reply(&mut w, &failed(FailKind::Other, msg));
     }
-    if let Err(e) = enter_container(init) {
+    if let Err(e) = crate::container::join_mounts(init) {
         return reply(&mut w, &failed(FailKind::Other, e.to_string()));
     }
     debug!(?request.direction, "copy");
