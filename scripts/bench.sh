@@ -93,7 +93,7 @@ echo "qemu RSS with the container sleeping: debian $(cat "$tmp/rss-debian") KiB,
 
 echo
 echo "== 5. skiff exec true into a running container vs skiff run --rm true; idle memory"
-cargo test --quiet -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_memory -- --nocapture 2>&1 |
+cargo test --quiet --release -p skiff-tests --test lifecycle bench_exec_vs_run_and_idle_memory -- --nocapture 2>&1 |
     grep -e 'exec true' -e 'idle detached'
 
 echo
