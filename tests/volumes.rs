@@ -632,6 +632,8 @@ t0=$(ms); dd if=/tmpfs/big of=/dev/null bs=1M 2>/dev/null; echo "read-tmpfs $(($
         "--rm",
         "--memory",
         "1g",
+        // to drop the guest's page cache between the reads
+        "--privileged",
         "-v",
         &v,
         "--tmpfs",

@@ -24,10 +24,11 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
 use nix::unistd::{self, Gid, Pid, Uid};
-use protocol::{ExecSpec, FailureKind, RunSpec, TermSize};
+use protocol::{ExecSpec, FailureKind, RunSpec, Security, TermSize};
 
 use crate::error::{Context, Error, Result};
 use crate::etc_files;
+use crate::privileges;
 use crate::rootfs;
 use crate::{terminal, user};
 
@@ -61,6 +62,7 @@ pub struct Process<'a> {
     pub env: &'a [String],
     pub cwd: &'a str,
     pub user: &'a str,
+    pub security: &'a Security,
 }
 
 impl<'a> Process<'a> {
@@ -70,6 +72,7 @@ impl<'a> Process<'a> {
             env: &spec.env,
             cwd: &spec.cwd,
             user: &spec.user,
+            security: &spec.security,
         }
     }
 
@@ -79,6 +82,7 @@ impl<'a> Process<'a> {
             env: &spec.env,
             cwd: &spec.cwd,
             user: &spec.user,
+            security: &spec.security,
         }
     }
 }
@@ -260,6 +264,7 @@ fn child_main(
 ) -> Result<Infallible> {
     enter_root(root)?;
     mount_specials()?;
+    privileges::mask_kernel_files(&spec.security)?;
     etc_files::write(&spec.etc_files)?;
     rootfs::finish_inside(&spec.root, &spec.tmpfs, &spec.shares)?;
     if !spec.hostname.is_empty() {
@@ -318,6 +323,7 @@ fn exec_process(process: &Process<'_>, stdio: &ChildStdio) -> Result<Infallible>
     unistd::chdir(cwd).ctx(|| format!("chdir to {cwd}"))?;
 
     umask(Mode::from_bits_truncate(0o022));
+    privileges::limit_bounding_set(process.security)?;
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     unistd::setgroups(&groups).ctx(|| "setgroups".into())?;
     unistd::setgid(Gid::from_raw(user.gid)).ctx(|| format!("setgid {}", user.gid))?;
@@ -325,6 +331,7 @@ fn exec_process(process: &Process<'_>, stdio: &ChildStdio) -> Result<Infallible>
     // If guest-init dies, the container dies with it (credential changes clear this, so it
     // comes after setuid).
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx(|| "set the parent-death signal".into())?;
+    privileges::apply(process.security, user.uid)?;
 
     // Signal state is inherited across execve: give the command the default one.
     // SAFETY: resetting dispositions to SIG_DFL installs no handler code.

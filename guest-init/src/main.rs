@@ -16,6 +16,7 @@ mod etc_files;
 mod log;
 mod native;
 mod network;
+mod privileges;
 mod publish;
 mod reaper;
 mod rootfs;

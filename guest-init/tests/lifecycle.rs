@@ -99,6 +99,7 @@ fn exec_spec(argv: &[&str]) -> ExecSpec {
         tty: false,
         term_size: None,
         stdin: false,
+        security: Default::default(),
     }
 }
 

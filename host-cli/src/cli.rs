@@ -112,6 +112,8 @@ pub struct RunArgs {
     pub registry: crate::commands::pull::RegistryArgs,
     #[command(flatten)]
     pub network: crate::network::NetworkArgs,
+    #[command(flatten)]
+    pub security: crate::security::SecurityArgs,
     /// Mount the container's root filesystem read-only (no writable layer).
     #[arg(long = "read-only")]
     pub read_only: bool,

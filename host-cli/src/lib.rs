@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod network;
 pub mod programs;
 pub mod run;
+pub mod security;
 pub mod session;
 pub mod shares;
 pub mod terminal;

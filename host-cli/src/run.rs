@@ -22,6 +22,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         bail!("-i with -d needs attach, which skiff does not have yet");
     }
     let mut network = args.network.config().map_err(anyhow::Error::msg)?;
+    let security = args.security.security().map_err(anyhow::Error::msg)?;
     // A host port in use fails here, before anything is created (the VM binds it for real).
     drop(crate::network::relay::bind(&network.publish)?);
     // --mount type=tmpfs joins --tmpfs; the shares are checked (and made) before the image is
@@ -65,6 +66,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         root: container::disks::root_spec(args.read_only),
         tmpfs,
         shares: shares.mounts,
+        security,
         hold: false,
         host_time_ns: 0,
         network: net_spec,

@@ -344,6 +344,11 @@ mod tests {
                     read_only: true,
                     populate: false,
                 }],
+                security: crate::Security {
+                    capabilities: 1 << 12,
+                    no_new_privileges: true,
+                    privileged: false,
+                },
                 hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,
@@ -382,6 +387,7 @@ mod tests {
                     cols: 132,
                 }),
                 stdin: true,
+                security: crate::Security::default(),
             }),
             Message::StdinCredit(1 << 20),
         ]

@@ -32,6 +32,9 @@ pub struct RunSpec {
     /// `--mount`), in the order to mount them (parents first).
     #[serde(default)]
     pub shares: Vec<ShareMount>,
+    /// What the container's processes may do (docker's defaults unless the flags say more).
+    #[serde(default)]
+    pub security: Security,
     /// Run no command: the container's first process only holds its namespaces and filesystem
     /// open until it is killed (`skiff cp` with a stopped container).
     #[serde(default)]
@@ -143,6 +146,35 @@ pub struct ExecSpec {
     pub term_size: Option<TermSize>,
     /// Whether the host sends stdin; without it the process's stdin is /dev/null.
     pub stdin: bool,
+    /// What the process may do (the container's, unless `exec --privileged`).
+    #[serde(default)]
+    pub security: Security,
+}
+
+/// docker's default capabilities: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,
+/// SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD, AUDIT_WRITE, SETFCAP.
+pub const DEFAULT_CAPABILITIES: u64 = 0xa804_25fb;
+
+/// The privileges of a container's processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Security {
+    /// Capabilities, bit N for capability N: the bounding set, and what a process running as
+    /// root has (effective and permitted); other users start with none, as with docker.
+    pub capabilities: u64,
+    /// `no_new_privs`: setuid binaries and file capabilities grant nothing.
+    pub no_new_privileges: bool,
+    /// `--privileged`: every capability, and `/proc` and `/sys` without docker's masks.
+    pub privileged: bool,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            capabilities: DEFAULT_CAPABILITIES,
+            no_new_privileges: false,
+            privileged: false,
+        }
+    }
 }
 
 /// A terminal's size in character cells.

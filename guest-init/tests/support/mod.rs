@@ -261,6 +261,7 @@ pub fn spec(argv: &[&str], root: RootSpec) -> RunSpec {
         root,
         tmpfs: vec![],
         shares: vec![],
+        security: Default::default(),
         hold: false,
         host_time_ns: 0,
         network: None,

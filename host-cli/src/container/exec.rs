@@ -40,6 +40,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         tty: args.tty,
         term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
+        security: c.config.spec.security,
     };
     let blocked = forward::block()?;
     let stream = connect(&vm_dir, protocol::EXEC_PORT)?;

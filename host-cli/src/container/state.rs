@@ -434,6 +434,7 @@ mod tests {
                 root: crate::container::disks::root_spec(false),
                 tmpfs: vec![],
                 shares: vec![],
+                security: Default::default(),
                 hold: false,
                 host_time_ns: 0,
                 network: None,

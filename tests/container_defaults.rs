@@ -1,0 +1,110 @@
+//! docker's container defaults inside the VM, the whole stack on either engine: the
+//! capability sets of the container's processes (docker's default set; `--cap-add`,
+//! `--cap-drop`, `--privileged`; none for another user; the same for exec'd processes),
+//! `--security-opt no-new-privileges`, and docker's masked and read-only paths of `/proc`.
+
+use skiff_tests::{assert_code, assert_skiff_error, busybox, stdout, Root};
+
+/// The `Cap*` and `NoNewPrivs` lines of the container's /proc/self/status, as `KEY=VALUE`.
+const STATUS: &str =
+    "grep -E '^(Cap(Inh|Prm|Eff|Bnd)|NoNewPrivs):' /proc/self/status | tr -d '\\t' | tr ':' '='";
+
+fn status(root: &Root, flags: &[&str]) -> String {
+    let img = busybox();
+    let mut args = vec!["run", "--rm", "--memory", "128m"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[&img, "sh", "-c", STATUS]);
+    let o = root.skiff(&args);
+    assert_code(&o, 0);
+    stdout(&o)
+}
+
+fn field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+#[test]
+fn capabilities_are_dockers_and_follow_the_flags() {
+    let root = Root::new();
+    let s = status(&root, &[]);
+    for key in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(field(&s, key), "00000000a80425fb", "{key}: {s}");
+    }
+    assert_eq!(field(&s, "CapInh"), "0000000000000000");
+    assert_eq!(field(&s, "NoNewPrivs"), "0");
+
+    let s = status(&root, &["--cap-add", "NET_ADMIN"]);
+    assert_eq!(field(&s, "CapEff"), "00000000a80435fb", "bit 12 added: {s}");
+    let s = status(&root, &["--cap-drop", "ALL", "--cap-add", "cap_chown"]);
+    assert_eq!(field(&s, "CapEff"), "0000000000000001", "{s}");
+    let s = status(&root, &["--privileged"]);
+    assert_eq!(
+        field(&s, "CapEff"),
+        "000001ffffffffff",
+        "every capability: {s}"
+    );
+    let s = status(&root, &["--security-opt", "no-new-privileges"]);
+    assert_eq!(field(&s, "NoNewPrivs"), "1", "{s}");
+    // another user starts with nothing, within the same bounding set
+    let s = status(&root, &["-u", "1000"]);
+    assert_eq!(field(&s, "CapEff"), "0000000000000000", "{s}");
+    assert_eq!(field(&s, "CapBnd"), "00000000a80425fb", "{s}");
+}
+
+#[test]
+fn an_exec_gets_the_containers_capabilities() {
+    let root = Root::new();
+    root.detach(
+        &["--name", "caps", "--cap-drop", "NET_RAW"],
+        &["sleep", "600"],
+    );
+    let o = root.skiff(&["exec", "caps", "sh", "-c", STATUS]);
+    assert_code(&o, 0);
+    assert_eq!(
+        field(&stdout(&o), "CapEff"),
+        "00000000a80405fb",
+        "{}",
+        stdout(&o)
+    );
+    assert_code(&root.skiff(&["rm", "-f", "caps"]), 0);
+}
+
+#[test]
+fn proc_is_masked_as_docker_masks_it_unless_privileged() {
+    let root = Root::new();
+    let img = busybox();
+    let script = "wc -c < /proc/timer_list; grep -c ' /proc/sys proc ro' /proc/mounts; \
+                  echo 1 > /proc/sys/kernel/printk && echo written";
+    let o = root.skiff(&["run", "--rm", "--memory", "128m", &img, "sh", "-c", script]);
+    assert_code(&o, 1);
+    assert_eq!(stdout(&o), "0\n1\n", "masked and read-only");
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128m",
+        "--privileged",
+        &img,
+        "sh",
+        "-c",
+        script,
+    ]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].parse::<u64>().unwrap() > 0, "{out}");
+    assert_eq!(&lines[1..], ["0", "written"], "{out}");
+}
+
+#[test]
+fn bad_security_flags_are_one_line_errors() {
+    let root = Root::new();
+    let img = busybox();
+    let o = root.skiff(&["run", "--rm", "--cap-add", "BOGUS", &img, "true"]);
+    assert_skiff_error(&o, "unknown capability \"BOGUS\"");
+    let o = root.skiff(&["run", "--rm", "--security-opt", "apparmor=x", &img, "true"]);
+    assert_skiff_error(&o, "unsupported --security-opt");
+    assert_eq!(stdout(&root.skiff(&["ps", "-aq"])), "");
+}
