@@ -1,9 +1,10 @@
 //! docker's container defaults inside the VM, the whole stack on either engine: the
 //! capability sets of the container's processes (docker's default set; `--cap-add`,
 //! `--cap-drop`, `--privileged`; none for another user; the same for exec'd processes),
-//! `--security-opt no-new-privileges`, and docker's masked and read-only paths of `/proc`.
+//! `--security-opt no-new-privileges`, docker's seccomp profile (and `seccomp=unconfined`), and
+//! docker's masked and read-only paths of `/proc`.
 
-use skiff_tests::{assert_code, assert_skiff_error, busybox, stdout, Root};
+use skiff_tests::{assert_code, assert_skiff_error, busybox, stderr, stdout, Root};
 
 /// The `Cap*` and `NoNewPrivs` lines of the container's /proc/self/status, as `KEY=VALUE`.
 const STATUS: &str =
@@ -96,6 +97,34 @@ fn proc_is_masked_as_docker_masks_it_unless_privileged() {
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].parse::<u64>().unwrap() > 0, "{out}");
     assert_eq!(&lines[1..], ["0", "written"], "{out}");
+}
+
+#[test]
+fn the_seccomp_profile_refuses_what_dockers_refuses() {
+    let root = Root::new();
+    let img = busybox();
+    // a user namespace needs no capability, only a profile that lets it through
+    let script = "grep Seccomp: /proc/self/status | tr -d '\t'; unshare -U true && echo unshared";
+    let run = |flags: &[&str]| {
+        let mut args = vec!["run", "--rm", "--memory", "128m"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[&img, "sh", "-c", script]);
+        root.skiff(&args)
+    };
+    let o = run(&[]);
+    assert_eq!(stdout(&o), "Seccomp:2\n");
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["--security-opt", "seccomp=unconfined"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "Seccomp:0\nunshared\n");
+    // a granted capability lifts what it allows: CAP_SYS_ADMIN, namespaces
+    let o = run(&["--cap-add", "SYS_ADMIN"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "Seccomp:2\nunshared\n");
 }
 
 #[test]

@@ -20,6 +20,7 @@ mod privileges;
 mod publish;
 mod reaper;
 mod rootfs;
+mod seccomp;
 mod session;
 mod shares;
 mod stdin;

@@ -1,8 +1,9 @@
 //! What a container's process may do, set on the way to its execve: its capability bounding
 //! set cut to the spec's capabilities (docker's default set unless the flags change it), a
 //! process running as root left with exactly those (others with none, as the kernel leaves a
-//! user after setuid), no ambient capabilities, and `no_new_privs` when asked. Also docker's
-//! masks of `/proc` and `/sys` (unless `--privileged`).
+//! user after setuid), no ambient capabilities, docker's seccomp profile ([`crate::seccomp`])
+//! and `no_new_privs` when asked. Also docker's masks of `/proc` and `/sys` (unless
+//! `--privileged`).
 
 use std::path::Path;
 
@@ -59,7 +60,7 @@ fn all_capabilities() -> Result<u64> {
 }
 
 /// The capabilities `security` grants.
-fn granted(security: &Security) -> Result<u64> {
+pub fn granted(security: &Security) -> Result<u64> {
     if security.privileged {
         all_capabilities()
     } else {
@@ -67,10 +68,14 @@ fn granted(security: &Security) -> Result<u64> {
     }
 }
 
-/// Before the change of user (it needs CAP_SETPCAP): drops from the bounding set every
-/// capability `security` does not grant.
+/// Before the change of user (it needs CAP_SETPCAP, and CAP_SYS_ADMIN for the filter):
+/// drops from the bounding set every capability `security` does not grant, and applies
+/// docker's seccomp profile when `security` asks for it.
 pub fn limit_bounding_set(security: &Security) -> Result<()> {
     let keep = granted(security)?;
+    if security.seccomp && !security.privileged {
+        crate::seccomp::apply(keep)?;
+    }
     for cap in 0..=last_capability()? {
         if keep & (1u64 << cap) == 0 {
             // SAFETY: prctl with integer arguments only.

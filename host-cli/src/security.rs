@@ -1,6 +1,6 @@
 //! What the container's processes may do, as `skiff run`'s flags say it: `--cap-add`,
 //! `--cap-drop` (names with or without `CAP_`, any case, or `ALL`), `--privileged` and
-//! `--security-opt no-new-privileges`, turned into the spec's [`Security`] by docker's rules:
+//! `--security-opt no-new-privileges|seccomp=unconfined`, turned into the spec's [`Security`] by docker's rules:
 //! its default set, minus the drops, plus the adds (an add wins over a drop).
 
 use clap::Args;
@@ -94,13 +94,13 @@ impl SecurityArgs {
             caps |= capability(a)?;
         }
         let mut no_new_privileges = false;
+        let mut seccomp = true;
         for o in &self.security_opt {
             let (key, value) = o.split_once([':', '=']).unwrap_or((o, "true"));
             match (key, value) {
                 ("no-new-privileges", "true") => no_new_privileges = true,
                 ("no-new-privileges", "false") => no_new_privileges = false,
-                // skiff applies no seccomp profile of its own yet: unconfined is what it does
-                ("seccomp", "unconfined") => {}
+                ("seccomp", "unconfined") => seccomp = false,
                 _ => {
                     return Err(format!(
                         "unsupported --security-opt {o:?}: use no-new-privileges[:true|false] or seccomp=unconfined"
@@ -112,6 +112,7 @@ impl SecurityArgs {
             capabilities: if self.privileged { ALL } else { caps },
             no_new_privileges,
             privileged: self.privileged,
+            seccomp: seccomp && !self.privileged,
         })
     }
 }
@@ -149,6 +150,13 @@ mod tests {
                 .no_new_privileges
         );
         assert!(args(&[], &[], &["apparmor=x"]).security().is_err());
+        assert!(args(&[], &[], &[]).security().unwrap().seccomp);
+        assert!(
+            !args(&[], &[], &["seccomp=unconfined"])
+                .security()
+                .unwrap()
+                .seccomp
+        );
         assert_eq!(NAMES[12], "NET_ADMIN");
         assert_eq!(NAMES[40], "CHECKPOINT_RESTORE");
     }

@@ -348,6 +348,7 @@ mod tests {
                     capabilities: 1 << 12,
                     no_new_privileges: true,
                     privileged: false,
+                    seccomp: false,
                 },
                 hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,

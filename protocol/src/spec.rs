@@ -163,8 +163,16 @@ pub struct Security {
     pub capabilities: u64,
     /// `no_new_privs`: setuid binaries and file capabilities grant nothing.
     pub no_new_privileges: bool,
-    /// `--privileged`: every capability, and `/proc` and `/sys` without docker's masks.
+    /// `--privileged`: every capability, no seccomp filter, and `/proc` and `/sys` without
+    /// docker's masks.
     pub privileged: bool,
+    /// docker's default seccomp profile (off with `--security-opt seccomp=unconfined`).
+    #[serde(default = "yes")]
+    pub seccomp: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Security {
@@ -173,6 +181,7 @@ impl Default for Security {
             capabilities: DEFAULT_CAPABILITIES,
             no_new_privileges: false,
             privileged: false,
+            seccomp: true,
         }
     }
 }
