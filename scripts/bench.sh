@@ -64,6 +64,19 @@ echo "  host side, CLI start → VM launched:  $(stats "$tmp/host")"
 echo "  reference, host exec of true:        $(stats "$tmp/exec")"
 
 echo
+echo "== 4a. docker's container defaults (capabilities, seccomp, masks) on vs off (--privileged): run --rm busybox true ($n runs each, interleaved)"
+for _ in $(seq "$n"); do
+    for mode in on off; do
+        flags=(); [ $mode = off ] && flags=(--privileged)
+        t0=$(now_ms); "$skiff" run --rm "${flags[@]}" "$image" true >/dev/null 2>&1; t1=$(now_ms)
+        echo "$t1 - $t0" | bc >> "$tmp/defaults-$mode"
+    done
+done
+echo "defaults on (min/median/p90):  $(stats "$tmp/defaults-on")"
+echo "defaults off (min/median/p90): $(stats "$tmp/defaults-off")"
+echo "  ratio on/off (median): $(echo "scale=3; $(median "$tmp/defaults-on") / $(median "$tmp/defaults-off")" | bc)x (aim <= 1.05)"
+
+echo
 echo "== 4b. image disks: repeat start of debian vs busybox, and their guest memory ($n runs each, interleaved)"
 debian=oci:$images/oci/debian:latest
 "$skiff" run --rm "$debian" true 2>/dev/null  # builds (or finds) the debian image disk
