@@ -2,7 +2,7 @@
 //! capability sets of the container's processes (docker's default set; `--cap-add`,
 //! `--cap-drop`, `--privileged`; none for another user; the same for exec'd processes),
 //! `--security-opt no-new-privileges`, docker's seccomp profile (and `seccomp=unconfined`), and
-//! docker's masked and read-only paths of `/proc`.
+//! docker's masked and read-only paths of `/proc`, and `--init`.
 
 use skiff_tests::{assert_code, assert_skiff_error, busybox, stderr, stdout, Root};
 
@@ -125,6 +125,47 @@ fn the_seccomp_profile_refuses_what_dockers_refuses() {
     let o = run(&["--cap-add", "SYS_ADMIN"]);
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "Seccomp:2\nunshared\n");
+}
+
+#[test]
+fn with_init_a_command_without_a_sigterm_handler_stops_at_once() {
+    let root = Root::new();
+    let id = root.detach(&["--init"], &["sleep", "100"]);
+    let t = std::time::Instant::now();
+    assert_code(&root.skiff(&["stop", "-t", "30", &id]), 0);
+    let took = t.elapsed();
+    assert!(
+        took <= std::time::Duration::from_secs(2),
+        "stop took {took:?}"
+    );
+    let o = root.skiff(&["inspect", &id]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v[0]["State"]["ExitCode"], 143, "{v}");
+    // the command is the init's child; its exit code is the container's
+    let img = busybox();
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--init",
+        "--memory",
+        "128m",
+        &img,
+        "sh",
+        "-c",
+        "echo $$; exit 7",
+    ]);
+    assert_code(&o, 7);
+    assert_eq!(stdout(&o), "2\n");
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--init",
+        "--memory",
+        "128m",
+        &img,
+        "no-such-command",
+    ]);
+    assert_code(&o, 127);
 }
 
 #[test]

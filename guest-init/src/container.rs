@@ -26,6 +26,7 @@ use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
 use nix::unistd::{self, Gid, Pid, Uid};
 use protocol::{ExecSpec, FailureKind, RunSpec, Security, TermSize};
 
+use crate::container_init;
 use crate::error::{Context, Error, Result};
 use crate::etc_files;
 use crate::privileges;
@@ -272,6 +273,13 @@ fn child_main(
     }
     if spec.hold {
         hold(report_fd);
+    }
+    if spec.init {
+        container_init::run(
+            || exec_process(&Process::of_run(spec), stdio),
+            |e| report(report_fd, e),
+            report_fd,
+        );
     }
     exec_process(&Process::of_run(spec), stdio)
 }

@@ -10,6 +10,7 @@
 
 mod changes;
 mod container;
+mod container_init;
 mod copy;
 mod error;
 mod etc_files;

@@ -114,6 +114,10 @@ pub struct RunArgs {
     pub network: crate::network::NetworkArgs,
     #[command(flatten)]
     pub security: crate::security::SecurityArgs,
+    /// Run a minimal init as the container's first process: it passes signals on to the
+    /// command and reaps orphans (a command without a SIGTERM handler still stops).
+    #[arg(long)]
+    pub init: bool,
     /// Mount the container's root filesystem read-only (no writable layer).
     #[arg(long = "read-only")]
     pub read_only: bool,

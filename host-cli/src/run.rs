@@ -67,6 +67,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         tmpfs,
         shares: shares.mounts,
         security,
+        init: args.init,
         hold: false,
         host_time_ns: 0,
         network: net_spec,

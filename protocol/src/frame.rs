@@ -350,6 +350,7 @@ mod tests {
                     privileged: false,
                     seccomp: false,
                 },
+                init: false,
                 hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,

@@ -35,6 +35,10 @@ pub struct RunSpec {
     /// What the container's processes may do (docker's defaults unless the flags say more).
     #[serde(default)]
     pub security: Security,
+    /// `--init`: the container's first process is a minimal init that runs the command as its
+    /// child, passes signals on and reaps orphans.
+    #[serde(default)]
+    pub init: bool,
     /// Run no command: the container's first process only holds its namespaces and filesystem
     /// open until it is killed (`skiff cp` with a stopped container).
     #[serde(default)]

@@ -435,6 +435,7 @@ mod tests {
                 tmpfs: vec![],
                 shares: vec![],
                 security: Default::default(),
+                init: false,
                 hold: false,
                 host_time_ns: 0,
                 network: None,
