@@ -2,7 +2,8 @@
 //! capability sets of the container's processes (docker's default set; `--cap-add`,
 //! `--cap-drop`, `--privileged`; none for another user; the same for exec'd processes),
 //! `--security-opt no-new-privileges`, docker's seccomp profile (and `seccomp=unconfined`), and
-//! docker's masked and read-only paths of `/proc`, and `--init`.
+//! docker's masked and read-only paths of `/proc`, `--init`, `--stop-signal`, `--stop-timeout`
+//! and `--ulimit`.
 
 use skiff_tests::{assert_code, assert_skiff_error, busybox, stderr, stdout, Root};
 
@@ -166,6 +167,61 @@ fn with_init_a_command_without_a_sigterm_handler_stops_at_once() {
         "no-such-command",
     ]);
     assert_code(&o, 127);
+}
+
+#[test]
+fn stop_sends_the_stop_signal_and_waits_the_stop_timeout() {
+    let root = Root::new();
+    let code = |id: &str| {
+        let o = root.skiff(&["inspect", id]);
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        v[0]["State"]["ExitCode"].clone()
+    };
+    // the init passes SIGUSR1 on: sleep dies of it (128 + 10)
+    let id = root.detach(&["--init", "--stop-signal", "SIGUSR1"], &["sleep", "100"]);
+    assert_code(&root.skiff(&["stop", &id]), 0);
+    assert_eq!(code(&id), 138);
+    // PID 1 without a handler ignores SIGTERM: SIGKILL after the container's 1 s
+    let id = root.detach(&["--stop-timeout", "1"], &["sleep", "100"]);
+    let t = std::time::Instant::now();
+    assert_code(&root.skiff(&["stop", &id]), 0);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(code(&id), 137);
+}
+
+#[test]
+fn ulimits_apply_to_the_container_and_its_execs() {
+    let root = Root::new();
+    let img = busybox();
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128m",
+        "--ulimit",
+        "nofile=123:456",
+        "--ulimit",
+        "core=-1",
+        &img,
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -c",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "123\n456\nunlimited\n");
+    root.detach(
+        &["--name", "lim", "--ulimit", "nproc=77"],
+        &["sleep", "600"],
+    );
+    let o = root.skiff(&["exec", "lim", "sh", "-c", "ulimit -u"]);
+    assert_eq!(stdout(&o), "77\n");
+    assert_code(&root.skiff(&["rm", "-f", "lim"]), 0);
+    let o = root.skiff(&["run", "--rm", "--ulimit", "nofile=2:1", &img, "true"]);
+    assert_code(&o, 125);
 }
 
 #[test]

@@ -24,12 +24,13 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::stat::{makedev, mknod, umask, Mode, SFlag};
 use nix::unistd::{self, Gid, Pid, Uid};
-use protocol::{ExecSpec, FailureKind, RunSpec, Security, TermSize};
+use protocol::{ExecSpec, FailureKind, Rlimit, RunSpec, Security, TermSize};
 
 use crate::container_init;
 use crate::error::{Context, Error, Result};
 use crate::etc_files;
 use crate::privileges;
+use crate::rlimits;
 use crate::rootfs;
 use crate::{terminal, user};
 
@@ -64,6 +65,7 @@ pub struct Process<'a> {
     pub cwd: &'a str,
     pub user: &'a str,
     pub security: &'a Security,
+    pub rlimits: &'a [Rlimit],
 }
 
 impl<'a> Process<'a> {
@@ -74,6 +76,7 @@ impl<'a> Process<'a> {
             cwd: &spec.cwd,
             user: &spec.user,
             security: &spec.security,
+            rlimits: &spec.rlimits,
         }
     }
 
@@ -84,6 +87,7 @@ impl<'a> Process<'a> {
             cwd: &spec.cwd,
             user: &spec.user,
             security: &spec.security,
+            rlimits: &spec.rlimits,
         }
     }
 }
@@ -331,6 +335,7 @@ fn exec_process(process: &Process<'_>, stdio: &ChildStdio) -> Result<Infallible>
     unistd::chdir(cwd).ctx(|| format!("chdir to {cwd}"))?;
 
     umask(Mode::from_bits_truncate(0o022));
+    rlimits::apply(process.rlimits)?;
     privileges::limit_bounding_set(process.security)?;
     let groups: Vec<Gid> = user.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     unistd::setgroups(&groups).ctx(|| "setgroups".into())?;

@@ -20,6 +20,7 @@ mod network;
 mod privileges;
 mod publish;
 mod reaper;
+mod rlimits;
 mod rootfs;
 mod seccomp;
 mod session;

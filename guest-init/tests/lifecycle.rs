@@ -100,6 +100,7 @@ fn exec_spec(argv: &[&str]) -> ExecSpec {
         term_size: None,
         stdin: false,
         security: Default::default(),
+        rlimits: vec![],
     }
 }
 

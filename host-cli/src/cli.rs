@@ -114,6 +114,16 @@ pub struct RunArgs {
     pub network: crate::network::NetworkArgs,
     #[command(flatten)]
     pub security: crate::security::SecurityArgs,
+    /// A resource limit of the container's processes: NAME=SOFT[:HARD] (nofile, nproc, core,
+    /// stack, …; -1 for unlimited).
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = crate::limits::parse_ulimit)]
+    pub ulimits: Vec<protocol::Rlimit>,
+    /// The signal `skiff stop` sends the container first (default SIGTERM).
+    #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = |s: &str| crate::container::commands::parse_signal(s).map_err(|e| e.to_string()))]
+    pub stop_signal: Option<i32>,
+    /// Seconds `skiff stop` waits for the stop signal before SIGKILL (default 10).
+    #[arg(long = "stop-timeout", value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
     /// Run a minimal init as the container's first process: it passes signals on to the
     /// command and reaps orphans (a command without a SIGTERM handler still stops).
     #[arg(long)]

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod info;
 pub mod initramfs;
 pub mod launch;
+pub mod limits;
 pub mod mounts;
 pub mod network;
 pub mod programs;

@@ -67,6 +67,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         tmpfs,
         shares: shares.mounts,
         security,
+        rlimits: args.ulimits.clone(),
         init: args.init,
         hold: false,
         host_time_ns: 0,
@@ -89,6 +90,8 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         debug,
         store_manifest,
         network: network.clone(),
+        stop_signal: args.stop_signal,
+        stop_timeout: args.stop_timeout,
         shares: shares.shares.clone(),
         mounts: shares.records.clone(),
     };

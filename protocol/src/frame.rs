@@ -350,6 +350,7 @@ mod tests {
                     privileged: false,
                     seccomp: false,
                 },
+                rlimits: vec![],
                 init: false,
                 hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,
@@ -390,6 +391,11 @@ mod tests {
                 }),
                 stdin: true,
                 security: crate::Security::default(),
+                rlimits: vec![crate::Rlimit {
+                    resource: "nofile".into(),
+                    soft: 1024,
+                    hard: u64::MAX,
+                }],
             }),
             Message::StdinCredit(1 << 20),
         ]

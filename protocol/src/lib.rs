@@ -57,8 +57,8 @@ mod spec;
 pub use frame::{read_message, write_data, write_message, Message, ProtocolError, Stream};
 pub use spec::{
     ChangedFile, EtcFile, ExecSpec, ExitStatus, FailureKind, ImageRoot, NetworkSpec, RelayHeader,
-    RootSpec, RunSpec, Security, ShareMount, TermSize, TmpfsMount, Transport, WritableLayer,
-    DEFAULT_CAPABILITIES,
+    Rlimit, RootSpec, RunSpec, Security, ShareMount, TermSize, TmpfsMount, Transport,
+    WritableLayer, DEFAULT_CAPABILITIES,
 };
 
 /// Protocol version; the host refuses a guest that speaks another one.

@@ -35,6 +35,9 @@ pub struct RunSpec {
     /// What the container's processes may do (docker's defaults unless the flags say more).
     #[serde(default)]
     pub security: Security,
+    /// Resource limits of the container's processes (`--ulimit`), over the guest's defaults.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
     /// `--init`: the container's first process is a minimal init that runs the command as its
     /// child, passes signals on and reaps orphans.
     #[serde(default)]
@@ -153,6 +156,19 @@ pub struct ExecSpec {
     /// What the process may do (the container's, unless `exec --privileged`).
     #[serde(default)]
     pub security: Security,
+    /// Its resource limits (the container's).
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+}
+
+/// One resource limit (`--ulimit NAME=SOFT[:HARD]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// docker's name of the resource: `nofile`, `nproc`, `core`, `stack`, …
+    pub resource: String,
+    /// `u64::MAX`: unlimited.
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// docker's default capabilities: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID,

@@ -262,6 +262,7 @@ pub fn spec(argv: &[&str], root: RootSpec) -> RunSpec {
         tmpfs: vec![],
         shares: vec![],
         security: Default::default(),
+        rlimits: vec![],
         init: false,
         hold: false,
         host_time_ns: 0,

@@ -23,10 +23,19 @@ pub const MAX_LINE: u64 = 64 << 10;
 pub enum Request {
     /// Send a signal to the container's process.
     Kill { signal: i32 },
-    /// SIGTERM, SIGKILL after `timeout` seconds, then the VM goes; answered once ended.
-    Stop { timeout: u64 },
+    /// `signal` (the container's stop signal), SIGKILL after `timeout` seconds, then the VM
+    /// goes; answered once ended.
+    Stop {
+        timeout: u64,
+        #[serde(default = "sigterm")]
+        signal: i32,
+    },
     /// Answered once the container has ended.
     Wait,
+}
+
+fn sigterm() -> i32 {
+    libc::SIGTERM
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -181,11 +181,21 @@ pub fn logs(args: &LogsArgs) -> Result<i32> {
     }
 }
 
+/// Seconds `stop` waits for the stop signal to end a container before SIGKILL (docker's).
+const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
 pub fn stop(args: &StopArgs) -> Result<i32> {
     let all = find_all(&args.containers)?;
     for (c, name) in all.iter().zip(&args.containers) {
         if running(&c.state()?) {
-            let r = api::call(&c.dir, Request::Stop { timeout: args.time }, None)?;
+            let stop = Request::Stop {
+                timeout: args
+                    .time
+                    .or(c.config.stop_timeout)
+                    .unwrap_or(DEFAULT_STOP_TIMEOUT),
+                signal: c.config.stop_signal.unwrap_or(libc::SIGTERM),
+            };
+            let r = api::call(&c.dir, stop, None)?;
             if let Some(e) = r.error {
                 bail!("cannot stop container {name}: {e}");
             }
@@ -196,7 +206,7 @@ pub fn stop(args: &StopArgs) -> Result<i32> {
 }
 
 /// A signal given by name (`KILL`, `SIGKILL`) or number.
-fn parse_signal(s: &str) -> Result<i32> {
+pub fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
         return nix::sys::signal::Signal::try_from(n)
             .map(|sig| sig as i32)

@@ -41,6 +41,7 @@ pub fn exec(args: ExecArgs) -> Result<i32> {
         term_size: args.tty.then(terminal::current_size).flatten(),
         stdin: args.interactive,
         security: c.config.spec.security,
+        rlimits: c.config.spec.rlimits.clone(),
     };
     let blocked = forward::block()?;
     let stream = connect(&vm_dir, protocol::EXEC_PORT)?;

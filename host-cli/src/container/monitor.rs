@@ -87,15 +87,15 @@ impl Shared {
         }
     }
 
-    fn stop(&self, timeout: Duration) -> Option<i32> {
+    fn stop(&self, timeout: Duration, signal: i32) -> Option<i32> {
         if let Some(code) = *lock(&self.ended) {
             return Some(code);
         }
-        let _ = self.signal(libc::SIGTERM);
+        let _ = self.signal(signal);
         if let Some(code) = self.wait_end(Some(timeout)) {
             return Some(code);
         }
-        tracing::debug!("the container ignored SIGTERM; SIGKILL");
+        tracing::debug!(signal, "the container ignored its stop signal; SIGKILL");
         let _ = self.signal(libc::SIGKILL);
         if let Some(code) = self.wait_end(Some(KILL_GRACE)) {
             return Some(code);
@@ -108,7 +108,9 @@ impl Shared {
     fn handle(&self, req: Request) -> Response {
         let (exit_code, error) = match req {
             Request::Kill { signal } => (None, self.signal(signal).err()),
-            Request::Stop { timeout } => (self.stop(Duration::from_secs(timeout)), None),
+            Request::Stop { timeout, signal } => {
+                (self.stop(Duration::from_secs(timeout), signal), None)
+            }
             Request::Wait => (self.wait_end(None), None),
         };
         Response { exit_code, error }

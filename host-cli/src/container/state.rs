@@ -51,6 +51,12 @@ pub struct Config {
     pub store_manifest: Option<String>,
     #[serde(default)]
     pub network: crate::network::NetworkConfig,
+    /// `--stop-signal`: what `stop` sends first (default SIGTERM).
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// `--stop-timeout`: seconds `stop` waits before SIGKILL (default 10).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
     /// The host directories the VM shares (`-v`, `--mount`).
     #[serde(default)]
     pub shares: Vec<crate::shares::HostShare>,
@@ -435,6 +441,7 @@ mod tests {
                 tmpfs: vec![],
                 shares: vec![],
                 security: Default::default(),
+                rlimits: vec![],
                 init: false,
                 hold: false,
                 host_time_ns: 0,
@@ -449,6 +456,8 @@ mod tests {
             debug: false,
             store_manifest: None,
             network: Default::default(),
+            stop_signal: None,
+            stop_timeout: None,
             shares: vec![],
             mounts: vec![],
         }
