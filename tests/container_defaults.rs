@@ -3,7 +3,7 @@
 //! `--cap-drop`, `--privileged`; none for another user; the same for exec'd processes),
 //! `--security-opt no-new-privileges`, docker's seccomp profile (and `seccomp=unconfined`), and
 //! docker's masked and read-only paths of `/proc`, `--init`, `--stop-signal`, `--stop-timeout`
-//! and `--ulimit`.
+//! `--ulimit` and `--pids-limit`.
 
 use skiff_tests::{assert_code, assert_skiff_error, busybox, stderr, stdout, Root};
 
@@ -222,6 +222,37 @@ fn ulimits_apply_to_the_container_and_its_execs() {
     assert_code(&root.skiff(&["rm", "-f", "lim"]), 0);
     let o = root.skiff(&["run", "--rm", "--ulimit", "nofile=2:1", &img, "true"]);
     assert_code(&o, 125);
+}
+
+#[test]
+fn the_pids_limit_caps_the_containers_processes_and_its_execs() {
+    let root = Root::new();
+    let img = busybox();
+    let forks = "i=0; while [ $i -lt 8 ]; do sleep 2 & i=$((i+1)); done; wait; echo done";
+    let o = root.skiff(&[
+        "run",
+        "--rm",
+        "--memory",
+        "128m",
+        "--pids-limit",
+        "5",
+        &img,
+        "sh",
+        "-c",
+        forks,
+    ]);
+    assert!(stderr(&o).contains("can't fork"), "{}", stderr(&o));
+    let o = root.skiff(&["run", "--rm", "--memory", "128m", &img, "sh", "-c", forks]);
+    assert_code(&o, 0);
+    assert_eq!(stderr(&o), "", "without a limit");
+    // an exec'd process counts toward the container's limit
+    root.detach(
+        &["--name", "few", "--pids-limit", "4"],
+        &["sh", "-c", "sleep 600 & sleep 600"],
+    );
+    let o = root.skiff(&["exec", "few", "sh", "-c", "sleep 1 & sleep 1 & wait"]);
+    assert!(stderr(&o).contains("can't fork"), "{}", stderr(&o));
+    assert_code(&root.skiff(&["rm", "-f", "few"]), 0);
 }
 
 #[test]

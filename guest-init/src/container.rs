@@ -197,6 +197,7 @@ fn helper_main(
     stack: &mut [u8],
     report_w: &OwnedFd,
 ) -> Result<Pid> {
+    crate::cgroup::join()?;
     for fd in namespaces {
         nix::sched::setns(fd, CloneFlags::empty())
             .ctx(|| "join the container's namespaces".into())?;
@@ -267,6 +268,7 @@ fn child_main(
     stdio: &ChildStdio,
     report_fd: RawFd,
 ) -> Result<Infallible> {
+    crate::cgroup::join()?;
     enter_root(root)?;
     mount_specials()?;
     privileges::mask_kernel_files(&spec.security)?;

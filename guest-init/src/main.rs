@@ -8,6 +8,7 @@
 //! `SKIFF_GUEST_LOG=debug` (environment, or the kernel command line in the VM) turns on the
 //! timing logs on stderr.
 
+mod cgroup;
 mod changes;
 mod container;
 mod container_init;

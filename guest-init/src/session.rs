@@ -122,7 +122,7 @@ pub fn serve(
 ) -> Result<()> {
     let (mut reader, writer) = greet(conn)?;
     let spec = match read_message(&mut reader)? {
-        Some(Message::Run(spec)) => spec,
+        Some(Message::Run(spec)) => *spec,
         Some(other) => {
             return Err(Error::Invalid(format!(
                 "expected the run spec, got {other:?}"
@@ -284,6 +284,9 @@ fn stdio(tty: bool, size: Option<TermSize>, stdin: bool) -> Result<(ChildStdio, 
 fn start(spec: &RunSpec, root: &Path, scratch: &Path, reaper: &Reaper) -> Result<Running> {
     let t0 = Instant::now();
     rootfs::assemble(&spec.root, root, scratch)?;
+    if let Some(pids) = spec.pids_limit {
+        crate::cgroup::create(pids)?;
+    }
     let t1 = Instant::now();
     let (child, ends) = stdio(spec.tty, spec.term_size, spec.stdin)?;
     let pid = reaper.spawn(|| container::start(root, spec, child))?;

@@ -125,6 +125,7 @@ fn boot() -> Result<File> {
     for (fstype, target, mode, flags, data) in [
         ("proc", "/proc", 0o555, hardened, None),
         ("sysfs", "/sys", 0o555, hardened, None),
+        ("cgroup2", "/sys/fs/cgroup", 0o555, hardened, None),
         (
             "devpts",
             "/dev/pts",

@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// stack, …; -1 for unlimited).
     #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]", value_parser = crate::limits::parse_ulimit)]
     pub ulimits: Vec<protocol::Rlimit>,
+    /// Most processes the container may have at once.
+    #[arg(long = "pids-limit", value_name = "N")]
+    pub pids_limit: Option<u64>,
     /// The signal `skiff stop` sends the container first (default SIGTERM).
     #[arg(long = "stop-signal", value_name = "SIGNAL", value_parser = |s: &str| crate::container::commands::parse_signal(s).map_err(|e| e.to_string()))]
     pub stop_signal: Option<i32>,

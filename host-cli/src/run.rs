@@ -68,6 +68,7 @@ pub fn run(args: RunArgs, debug: bool) -> Result<i32> {
         shares: shares.mounts,
         security,
         rlimits: args.ulimits.clone(),
+        pids_limit: args.pids_limit,
         init: args.init,
         hold: false,
         host_time_ns: 0,

@@ -357,7 +357,7 @@ impl Session {
             ..spec.clone()
         };
         self.shared
-            .send("send the run spec", &Message::Run(stamped))?;
+            .send("send the run spec", &Message::Run(Box::new(stamped)))?;
         self.finish(spec.stdin, io, t0)
     }
 

@@ -39,8 +39,8 @@ impl Stream {
 pub enum Message {
     /// Guest → host, first: the protocol version the guest speaks.
     Hello { version: u32 },
-    /// Host → guest: what to run.
-    Run(RunSpec),
+    /// Host → guest: what to run (boxed: the spec is much larger than the other messages).
+    Run(Box<RunSpec>),
     /// Guest → host: the container's process was executed.
     Started,
     /// Guest → host: the container could not be started.
@@ -316,7 +316,7 @@ mod tests {
     fn all_messages() -> Vec<Message> {
         vec![
             Message::Hello { version: 1 },
-            Message::Run(RunSpec {
+            Message::Run(Box::new(RunSpec {
                 argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
                 env: vec!["PATH=/bin".into()],
                 cwd: "/".into(),
@@ -351,12 +351,13 @@ mod tests {
                     seccomp: false,
                 },
                 rlimits: vec![],
+                pids_limit: None,
                 init: false,
                 hold: false,
                 host_time_ns: 1_700_000_000_000_000_000,
                 network: None,
                 etc_files: vec![],
-            }),
+            })),
             Message::Started,
             Message::FilesChanged(vec![ChangedFile {
                 tag: "skiff-0".into(),

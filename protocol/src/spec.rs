@@ -35,6 +35,9 @@ pub struct RunSpec {
     /// What the container's processes may do (docker's defaults unless the flags say more).
     #[serde(default)]
     pub security: Security,
+    /// Most tasks the container may have at once (`--pids-limit`; `None`: no limit).
+    #[serde(default)]
+    pub pids_limit: Option<u64>,
     /// Resource limits of the container's processes (`--ulimit`), over the guest's defaults.
     #[serde(default)]
     pub rlimits: Vec<Rlimit>,

@@ -263,6 +263,7 @@ pub fn spec(argv: &[&str], root: RootSpec) -> RunSpec {
         shares: vec![],
         security: Default::default(),
         rlimits: vec![],
+        pids_limit: None,
         init: false,
         hold: false,
         host_time_ns: 0,

@@ -442,6 +442,7 @@ mod tests {
                 shares: vec![],
                 security: Default::default(),
                 rlimits: vec![],
+                pids_limit: None,
                 init: false,
                 hold: false,
                 host_time_ns: 0,
