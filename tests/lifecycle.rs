@@ -19,8 +19,20 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 const COUNTER: &str = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done";
 
+/// The case that boots ten guests at once runs alone: inside the nested test VM one vCPU runs
+/// every guest, and another case's boots beside them starve both.
+static GUESTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    GUESTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    GUESTS.write().unwrap_or_else(|e| e.into_inner())
+}
 #[test]
 fn detached_counter_ps_logs_follow_stop_rm() {
+    let _shared = shared();
     let root = Root::new();
     let id = root.detach(&["--name", "counter"], &["sh", "-c", COUNTER]);
 
@@ -85,6 +97,7 @@ fn detached_counter_ps_logs_follow_stop_rm() {
 
 #[test]
 fn exec_into_a_running_container() {
+    let _shared = shared();
     let root = Root::new();
     root.detach(
         &["--name", "box", "-e", "FROM_RUN=yes"],
@@ -129,6 +142,7 @@ fn exec_into_a_running_container() {
 
 #[test]
 fn foreground_run_forwards_sigterm() {
+    let _shared = shared();
     let root = Root::new();
     let img = busybox();
     let mut child = root
@@ -195,6 +209,7 @@ fn pane_until(socket: &Path, needle: &str) -> String {
 
 #[test]
 fn interactive_terminal_through_tmux() {
+    let _shared = shared();
     let root = Root::new();
     let sock = root.0.path().join("tmux.sock");
     let script = root.0.path().join("session.sh");
@@ -290,6 +305,7 @@ impl Drop for TmuxKill {
 
 #[test]
 fn killed_monitor_shows_as_exited_and_is_removable() {
+    let _shared = shared();
     let root = Root::new();
     let id = root.detach(&["--name", "doomed"], &["sleep", "1000"]);
     let dirs = root.vm_dirs();
@@ -316,6 +332,7 @@ fn killed_monitor_shows_as_exited_and_is_removable() {
 
 #[test]
 fn ten_detached_containers_then_stop_all() {
+    let _alone = alone();
     let root = Root::new();
     let ids: Vec<String> = (0..10)
         .map(|_| {
@@ -330,7 +347,7 @@ fn ten_detached_containers_then_stop_all() {
         })
         .collect();
     let dirs = root.vm_dirs();
-    assert_eq!(dirs.len(), 10);
+    assert_eq!(dirs.len(), 10, "{}", stdout(&root.skiff(&["ps", "-a"])));
     let running = root.skiff(&["ps", "-q"]);
     assert_eq!(stdout(&running).lines().count(), 10);
     let mut args = vec!["stop", "-t", "5"];
@@ -350,6 +367,7 @@ fn ten_detached_containers_then_stop_all() {
 
 #[test]
 fn bad_input_is_a_one_line_error_and_changes_nothing() {
+    let _shared = shared();
     let root = Root::new();
     for args in [
         &["logs", "nosuch"][..],
@@ -402,6 +420,7 @@ fn min_median(mut v: Vec<Duration>) -> (f64, f64) {
 
 #[test]
 fn bench_exec_vs_run_and_idle_memory() {
+    let _shared = shared();
     let root = Root::new();
     let id = root.detach(&["--name", "idle"], &["sleep", "1000"]);
     let img = busybox();
@@ -503,6 +522,7 @@ fn inspect(root: &Root, name: &str) -> serde_json::Value {
 
 #[test]
 fn foreground_run_is_a_container_listed_named_exec_logs_stop_rm() {
+    let _shared = shared();
     let root = Root::new();
     let mut child = foreground_until_ready(
         &root,
@@ -549,6 +569,7 @@ fn foreground_run_is_a_container_listed_named_exec_logs_stop_rm() {
 
 #[test]
 fn foreground_exit_code_stays_listed_and_rm_flag_leaves_nothing() {
+    let _shared = shared();
     let root = Root::new();
     let img = busybox();
     let o = root.skiff(&[
@@ -598,6 +619,7 @@ fn foreground_exit_code_stays_listed_and_rm_flag_leaves_nothing() {
 
 #[test]
 fn killed_foreground_run_shows_as_exited_and_is_removable() {
+    let _shared = shared();
     let root = Root::new();
     let mut child = foreground_until_ready(&root, &["--name", "gone"], "echo ready; sleep 1000");
     let dirs = root.vm_dirs();
@@ -625,6 +647,7 @@ fn killed_foreground_run_shows_as_exited_and_is_removable() {
 
 #[test]
 fn detached_hostname_is_the_short_id_and_detach_with_stdin_is_refused() {
+    let _shared = shared();
     let root = Root::new();
     let id = root.detach(&["--name", "host"], &["sleep", "1000"]);
     let o = root.skiff(&["exec", "host", "sh", "-c", "hostname; echo $HOSTNAME"]);
@@ -640,6 +663,7 @@ fn detached_hostname_is_the_short_id_and_detach_with_stdin_is_refused() {
 
 #[test]
 fn detached_rm_container_reports_how_it_started_even_when_gone_at_once() {
+    let _shared = shared();
     let root = Root::new();
     let img = busybox();
     // Ends before `run -d` could see it running, and removes itself: the code still comes back.
