@@ -39,12 +39,17 @@ find . -xdev -print0 | perl -0ne '
     }' | LC_ALL=C sort
 "#;
 
-/// Held by the cases that boot many or large guests, so that they never overlap each other:
-/// inside the nested test VM, one vCPU runs every guest.
-static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Held exclusively by the cases that boot many or large guests, and shared by the others, so
+/// that nothing runs beside a heavy case: inside the nested test VM one vCPU runs every guest,
+/// and a guest booting beside ten others misses its boot timeout.
+static HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-fn heavy() -> std::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+fn heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
+    HEAVY.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn light() -> std::sync::RwLockReadGuard<'static, ()> {
+    HEAVY.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// security.capability granting CAP_NET_RAW, effective (VFS_CAP_REVISION_2).
@@ -198,6 +203,7 @@ fn the_debian_image_runs_its_package_tools() {
 
 #[test]
 fn a_containers_files_last_across_starts_until_it_is_removed() {
+    let _light = light();
     let root = Root::new();
     let img = busybox();
     let script = "cat /data 2>/dev/null; echo run >> /data; rm -f /bin/true";
@@ -254,6 +260,7 @@ fn a_containers_files_last_across_starts_until_it_is_removed() {
 
 #[test]
 fn a_read_only_root_refuses_writes_while_tmpfs_takes_them() {
+    let _light = light();
     let root = Root::new();
     let o = root.skiff(&[
         "run",
@@ -318,6 +325,7 @@ fn concurrent_first_runs_of_a_new_image_build_its_disk_once() {
 
 #[test]
 fn rmi_and_prune_remove_the_disks_no_image_uses() {
+    let _light = light();
     let root = Root::new();
     let archive = format!("{}/archives/busybox-latest.oci.tar", images().display());
     let o = root.skiff(&["load", "-i", &archive]);
@@ -343,6 +351,7 @@ fn rmi_and_prune_remove_the_disks_no_image_uses() {
 
 #[test]
 fn a_cached_disk_that_is_not_what_its_name_says_is_rebuilt() {
+    let _light = light();
     let root = Root::new();
     let img = busybox();
     let o = root.skiff(&["run", "--rm", "--memory", "128m", &img, "true"]);
@@ -373,6 +382,7 @@ fn a_cached_disk_that_is_not_what_its_name_says_is_rebuilt() {
 
 #[test]
 fn a_corrupt_layer_is_an_error_that_leaves_no_disk() {
+    let _light = light();
     let tmp = tempfile::tempdir().unwrap();
     let layout = tmp.path().join("layout");
     let mut garbage = layer_tar(&[Entry::file("./ok", 0o644, b"fine")]);
