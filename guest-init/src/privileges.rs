@@ -179,22 +179,7 @@ fn empty_dir_over(path: &Path) -> Result<()> {
 }
 
 fn bind_read_only(source: &Path, target: &Path) -> Result<()> {
-    mount(
-        Some(source),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .ctx(|| format!("bind {} on {}", source.display(), target.display()))?;
-    mount(
-        None::<&str>,
-        target,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID,
-        None::<&str>,
-    )
-    .ctx(|| format!("make {} read-only", target.display()))
+    crate::shares::bind(source, target, Some(MsFlags::MS_NOSUID))
 }
 
 #[cfg(test)]

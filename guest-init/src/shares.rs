@@ -63,7 +63,7 @@ pub fn mount_share(share: &ShareMount) -> Result<()> {
             file_mount_point(target)?;
             source
         };
-        bind(&source, target, share.read_only)
+        bind(&source, target, share.read_only.then_some(MsFlags::empty()))
     })();
     let _ = umount2(staging, MntFlags::MNT_DETACH);
     let _ = fs::remove_dir(staging);
@@ -119,7 +119,9 @@ fn virtiofs(tag: &str, target: &Path, read_only: bool) -> Result<()> {
     .ctx(|| format!("mount the shared directory {tag} on {}", target.display()))
 }
 
-fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
+/// Binds `source` on `target`; `read_only: Some(flags)` then remounts the bind read-only with
+/// `flags` besides.
+pub(crate) fn bind(source: &Path, target: &Path, read_only: Option<MsFlags>) -> Result<()> {
     mount(
         Some(source),
         target,
@@ -128,12 +130,12 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<()> {
         None::<&str>,
     )
     .ctx(|| format!("bind {} on {}", source.display(), target.display()))?;
-    if read_only {
+    if let Some(flags) = read_only {
         mount(
             None::<&str>,
             target,
             None::<&str>,
-            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY,
+            MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | flags,
             None::<&str>,
         )
         .ctx(|| format!("make {} read-only", target.display()))?;
